@@ -1,0 +1,119 @@
+"""Fixes that make basicsr 1.4.2 work with current PyTorch, torchvision, SciPy and on CPU.
+
+Nothing in site-packages is edited: :func:`import_basicsr` imports basicsr through the finder of
+``_ibsd_autoload`` (torchvision shim, SciPy warning) and :func:`patch_basicsr` replaces a few
+basicsr functions at run time. Each fix is covered by ``tests/test_compat.py``.
+
+Fixes:
+- ``torchvision.transforms.functional_tensor`` is gone in torchvision >= 0.17 (``import
+  basicsr`` fails on it);
+- ``import basicsr`` raises a SciPy ``DeprecationWarning`` (``scipy.ndimage.filters``);
+- ``basicsr.train.load_resume_state`` calls ``torch.cuda.current_device()`` (fails on CPU) and
+  looks for ``--auto_resume`` states relative to the working directory instead of the
+  experiment's ``training_states`` folder;
+- ``--launcher pytorch`` always initialises NCCL and calls ``torch.cuda.set_device`` (fails on
+  CPU): gloo is used when CUDA is not available;
+- ``BaseModel.load_network`` fails with ``KeyError: 'params'`` on plain state dicts such as the
+  official IMDN/RFDN checkpoints and gives no file name on a mismatch: it now accepts every
+  format :func:`ibsd.archs.checkpoint.extract_state_dict` knows and names the file on errors.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from os import path as osp
+from typing import Any
+
+_PATCHED_FLAG = '_ibsd_patched'
+
+
+def import_basicsr():
+    """Import basicsr with the import-time fixes in place and return the module."""
+    import _ibsd_autoload
+    if 'basicsr' not in sys.modules:
+        _ibsd_autoload.install()
+    import basicsr
+    return basicsr
+
+
+def _state_device() -> 'Any':
+    import torch
+    if torch.cuda.is_available():
+        return torch.device('cuda', torch.cuda.current_device())
+    return torch.device('cpu')
+
+
+def latest_training_state(state_dir: str) -> str | None:
+    """Path of the ``<iter>.state`` file with the highest iteration in ``state_dir``, if any."""
+    if not osp.isdir(state_dir):
+        return None
+    iters = []
+    for name in os.listdir(state_dir):
+        stem, ext = osp.splitext(name)
+        if ext == '.state' and stem.isdigit():
+            iters.append(int(stem))
+    if not iters:
+        return None
+    return osp.join(state_dir, f'{max(iters)}.state')
+
+
+def load_resume_state(opt: dict) -> dict | None:
+    """Replacement for ``basicsr.train.load_resume_state`` that works on CPU.
+
+    With ``--auto_resume`` the newest state is taken from ``opt['path']['training_states']``
+    (the experiment folder under the run's root), not from ``./experiments``.
+    """
+    import torch
+    from basicsr.utils import check_resume
+    if opt['auto_resume']:
+        state_path = latest_training_state(opt['path']['training_states'])
+        if state_path is not None:
+            opt['path']['resume_state'] = state_path
+    else:
+        state_path = opt['path'].get('resume_state')
+    if not state_path:
+        return None
+    if not osp.isfile(state_path):
+        raise FileNotFoundError(f"path:resume_state: training state '{state_path}' does not exist")
+    resume_state = torch.load(state_path, map_location=_state_device(), weights_only=False)
+    check_resume(opt, resume_state['iter'])
+    return resume_state
+
+
+def _init_dist_pytorch(backend: str, **kwargs: Any) -> None:
+    """``--launcher pytorch`` for torchrun: NCCL on GPUs, gloo on CPU-only machines."""
+    import torch
+    import torch.distributed as dist
+    rank = int(os.environ['RANK'])
+    if torch.cuda.is_available():
+        torch.cuda.set_device(rank % torch.cuda.device_count())
+    elif backend == 'nccl':
+        backend = 'gloo'
+    dist.init_process_group(backend=backend, **kwargs)
+
+
+def load_network(self, net, load_path: str, strict: bool = True, param_key: str | None = 'params') -> None:
+    """Replacement for ``BaseModel.load_network`` accepting official checkpoint formats."""
+    from basicsr.utils import get_root_logger
+
+    from ibsd.archs.checkpoint import load_state_dict_file, load_into
+    net = self.get_bare_model(net)
+    state_dict, used_key = load_state_dict_file(load_path, param_key)
+    get_root_logger().info(f'Loading {net.__class__.__name__} model from {load_path}, '
+                           f'with param key: [{used_key}].')
+    self._print_different_keys_loading(net, state_dict, strict)  # may rename size mismatches to *.ignore
+    load_into(net, state_dict, strict=strict, source=load_path)
+
+
+def patch_basicsr() -> None:
+    """Apply the run-time fixes to the imported basicsr (idempotent)."""
+    basicsr = import_basicsr()
+    if getattr(basicsr, _PATCHED_FLAG, False):
+        return
+    import basicsr.train
+    from basicsr.models.base_model import BaseModel
+    from basicsr.utils import dist_util
+    basicsr.train.load_resume_state = load_resume_state
+    dist_util._init_dist_pytorch = _init_dist_pytorch
+    BaseModel.load_network = load_network
+    setattr(basicsr, _PATCHED_FLAG, True)
