@@ -15,7 +15,9 @@ Fixes:
   CPU): gloo is used when CUDA is not available;
 - ``BaseModel.load_network`` fails with ``KeyError: 'params'`` on plain state dicts such as the
   official IMDN/RFDN checkpoints and gives no file name on a mismatch: it now accepts every
-  format :func:`ibsd.archs.checkpoint.extract_state_dict` knows and names the file on errors.
+  format :func:`ibsd.archs.checkpoint.extract_state_dict` knows and names the file on errors;
+- ``SRModel.nondist_validation`` reads ``val: suffix`` without a default (``KeyError`` with
+  ``save_img: true`` in a YAML that omits it): parsed options get ``suffix: ~``.
 """
 from __future__ import annotations
 
@@ -105,15 +107,31 @@ def load_network(self, net, load_path: str, strict: bool = True, param_key: str 
     load_into(net, state_dict, strict=strict, source=load_path)
 
 
+def with_option_defaults(parse_options):
+    """Wrap basicsr's ``parse_options`` so that optional keys basicsr indexes directly exist."""
+
+    def parse_options_with_defaults(root_path: str, is_train: bool = True):
+        opt, args = parse_options(root_path, is_train)
+        if isinstance(opt.get('val'), dict):
+            opt['val'].setdefault('suffix', None)
+        return opt, args
+
+    parse_options_with_defaults.__wrapped__ = parse_options
+    return parse_options_with_defaults
+
+
 def patch_basicsr() -> None:
     """Apply the run-time fixes to the imported basicsr (idempotent)."""
     basicsr = import_basicsr()
     if getattr(basicsr, _PATCHED_FLAG, False):
         return
+    import basicsr.test
     import basicsr.train
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     basicsr.train.load_resume_state = load_resume_state
+    for pipeline_module in (basicsr.train, basicsr.test):
+        pipeline_module.parse_options = with_option_defaults(pipeline_module.parse_options)
     dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.load_network = load_network
     setattr(basicsr, _PATCHED_FLAG, True)

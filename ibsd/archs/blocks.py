@@ -38,13 +38,16 @@ def channel_contrast(x: torch.Tensor) -> torch.Tensor:
 
 
 class CCALayer(nn.Module):
-    """Contrast-aware channel attention (IMDN): gate = sigmoid(MLP(std + mean))."""
+    """Contrast-aware channel attention (IMDN): gate = sigmoid(MLP(std + mean)).
+
+    The hidden width is ``channels // reduction``, at least 1 (so narrow test networks work).
+    """
 
     def __init__(self, channels: int, reduction: int = 16):
         super().__init__()
+        hidden = max(1, channels // reduction)
         self.conv_du = nn.Sequential(
-            nn.Conv2d(channels, channels // reduction, 1), nn.ReLU(),
-            nn.Conv2d(channels // reduction, channels, 1), nn.Sigmoid())
+            nn.Conv2d(channels, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, channels, 1), nn.Sigmoid())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         stats = channel_contrast(x) + x.mean(dim=(2, 3), keepdim=True)

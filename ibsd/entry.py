@@ -1,0 +1,31 @@
+"""Command-line entry points that run BasicSR's own train and test pipelines with IBSD loaded.
+
+The CLI is BasicSR's (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``,
+``--force_yml``). Experiments, logs and results go under the current working directory
+(``./experiments``, ``./results``, ``./tb_logger``), never next to the installed package.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable, Sequence
+
+import ibsd  # noqa: F401  (fixes basicsr and fills its registries)
+
+
+def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
+    if argv is not None:
+        sys.argv = [sys.argv[0], *argv]
+    pipeline(os.getcwd())
+
+
+def train_main(argv: Sequence[str] | None = None) -> None:
+    """``ibsd-train -opt options/x.yml``: BasicSR's ``train_pipeline`` rooted at the cwd."""
+    from basicsr.train import train_pipeline
+    _run(train_pipeline, argv)
+
+
+def test_main(argv: Sequence[str] | None = None) -> None:
+    """``ibsd-test -opt options/x.yml``: BasicSR's ``test_pipeline`` rooted at the cwd."""
+    from basicsr.test import test_pipeline
+    _run(test_pipeline, argv)
