@@ -27,6 +27,8 @@ from os import path as osp
 from typing import Any
 
 _PATCHED_FLAG = '_ibsd_patched'
+ORIGINALS: dict[str, Any] = {}
+"""basicsr's own versions of what :func:`patch_basicsr` replaced, by name."""
 
 
 def import_basicsr():
@@ -129,6 +131,8 @@ def patch_basicsr() -> None:
     import basicsr.train
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
+    ORIGINALS.update(load_resume_state=basicsr.train.load_resume_state,
+                     _init_dist_pytorch=dist_util._init_dist_pytorch, load_network=BaseModel.load_network)
     basicsr.train.load_resume_state = load_resume_state
     for pipeline_module in (basicsr.train, basicsr.test):
         pipeline_module.parse_options = with_option_defaults(pipeline_module.parse_options)
