@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole test suite (slow end-to-end tests included).
+# Extra arguments go to pytest, e.g. -m "not slow" for the quick part only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh --test
+exec "${IBSD_VENV:-.venv}/bin/python" -m pytest "$@"

@@ -1,0 +1,100 @@
+"""The default data set: disjoint photos and degradations, LMDBs BasicSR loads, reuse, demo run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from basicsr.data import build_dataset
+
+from ibsd.data.default_set import DefaultSetConfig, build_default_set, crop_patches, load_photo
+from ibsd.data.degradation_mix import degrade_train, degrade_val, motion_kernel
+from tests.conftest import REPO
+
+SMALL = DefaultSetConfig(max_patches_per_photo=3, train_photos=('astronaut', 'camera'), val_photos=('coffee',))
+
+
+@pytest.fixture(scope='module')
+def small_set(tmp_path_factory):
+    return build_default_set(tmp_path_factory.mktemp('default') / 'set', SMALL)
+
+
+def test_photos_ship_with_scikit_image_and_are_bgr_with_three_channels():
+    assert load_photo('camera').shape == (512, 512, 3)
+    rgb = load_photo('astronaut')
+    import skimage.data
+    assert np.array_equal(rgb[:, :, ::-1], skimage.data.astronaut())
+
+
+def test_train_and_validation_are_disjoint_by_default():
+    config = DefaultSetConfig()
+    assert not set(config.train_photos) & set(config.val_photos)
+
+
+def test_degradations_reduce_size_and_differ_between_splits():
+    np.random.seed(0)
+    hr = load_photo('astronaut')[:128, :128].astype(np.float32) / 255.
+    train, val = degrade_train(hr, 4), degrade_val(hr, 4)
+    assert train.shape == val.shape == (32, 32, 3)
+    assert 0 <= train.min() and train.max() <= 1 and not np.allclose(train, val, atol=0.02)
+
+
+def test_motion_kernel_is_a_normalised_line():
+    kernel = motion_kernel(7, 0.)
+    assert kernel.sum() == pytest.approx(1.)
+    assert np.count_nonzero(kernel[3]) == 7 and np.count_nonzero(kernel) == 7
+
+
+def test_crop_patches_limits_count():
+    rng = np.random.default_rng(0)
+    assert len(crop_patches(np.zeros((512, 384, 3)), 128, 100, rng)) == 12
+    assert len(crop_patches(np.zeros((512, 384, 3)), 128, 5, rng)) == 5
+
+
+def test_lmdb_loads_in_basicsr_paired_dataset(small_set):
+    dataset = build_dataset({
+        'name': 'default', 'type': 'PairedImageDataset', 'phase': 'train', 'scale': 4,
+        'dataroot_gt': str(small_set['train_gt']), 'dataroot_lq': str(small_set['train_lq']),
+        'io_backend': {'type': 'lmdb'}, 'gt_size': 64, 'use_hflip': True, 'use_rot': True})
+    assert len(dataset) == 6
+    item = dataset[0]
+    assert tuple(item['gt'].shape) == (3, 64, 64) and tuple(item['lq'].shape) == (3, 16, 16)
+    manifest = json.loads(small_set['manifest'].read_text())
+    assert manifest['train_pairs'] == 6 and manifest['val_pairs'] == 1
+
+
+def test_validation_pairs_are_folders_of_matching_sizes(small_set):
+    import cv2
+    gt = cv2.imread(str(small_set['val_gt'] / 'coffee.png'))
+    lq = cv2.imread(str(small_set['val_lq'] / 'coffee.png'))
+    assert gt.shape == (400, 600, 3) and lq.shape == (100, 150, 3)
+
+
+def test_finished_build_is_reused_and_changed_settings_rebuild(small_set):
+    stamp = small_set['manifest'].stat().st_mtime_ns
+    assert build_default_set(small_set['manifest'].parent, SMALL) == small_set
+    assert small_set['manifest'].stat().st_mtime_ns == stamp
+    (small_set['manifest'].parent / 'partial_leftover').write_text('x')
+    other = DefaultSetConfig(**{**SMALL.__dict__, 'seed': 1})
+    build_default_set(small_set['manifest'].parent, other)
+    assert not (small_set['manifest'].parent / 'partial_leftover').exists()
+
+
+@pytest.mark.slow
+def test_demo_command_trains_tests_and_reports(tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--workdir', str(tmp_path / 'demo'), '--iters', '3'],
+                            capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert 'bicubic upsampling' in result.stdout and 'IMDN, 3 iterations' in result.stdout
+    assert (tmp_path / 'demo' / 'experiments' / 'IMDN_x4_default' / 'models' / 'net_g_latest.pth').is_file()
+    assert sorted(p.name for p in (tmp_path / 'demo' / 'results' / 'IMDN_x4_default_test' / 'visualization'
+                                   / 'default_val').glob('*.png')) == ['coffee_IMDN_x4_default_test.png',
+                                                                      'rocket_IMDN_x4_default_test.png']
+
+
+def test_demo_rejects_bad_iterations():
+    result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--iters', '0'], capture_output=True, text=True,
+                            cwd=REPO, timeout=120)
+    assert result.returncode == 2 and '--iters must be >= 1' in result.stderr
