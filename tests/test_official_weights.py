@@ -1,6 +1,9 @@
 """The IMDN and RFDN archs reproduce the official weights' published PSNR/SSIM."""
 from __future__ import annotations
 
+import re
+import subprocess
+import sysconfig
 from pathlib import Path
 
 import cv2
@@ -12,7 +15,7 @@ from basicsr.metrics import calculate_psnr, calculate_ssim
 from ibsd.archs.checkpoint import load_pretrained
 from ibsd.archs.imdn_arch import IMDN, IMDN_AS
 from ibsd.archs.rfdn_arch import RFDN
-from tests.conftest import shared_path
+from tests.conftest import REPO, shared_path
 
 SET5 = ('baby', 'bird', 'butterfly', 'head', 'woman')
 
@@ -89,3 +92,24 @@ def test_imdn_as_restores_same_size_photo():
     assert out.shape == lq.shape
     assert np.isfinite(out).all()
     assert calculate_psnr(out, gt, 0, test_y_channel=True) > 20
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('option_file, weights, psnr, ssim', [
+    ('options/test/IMDN/test_IMDN_x4_official.yml', 'IMDN_x4.pth', 32.210, 0.8948),
+    ('options/test/RFDN/test_RFDN_AIM_x4_official.yml', 'RFDN_AIM.pth', 32.159, 0.8946),
+])
+def test_shipped_test_options_reproduce_the_paper_through_ibsd_test(tmp_path, option_file, weights, psnr, ssim):
+    """BasicSR's test pipeline, via ibsd-test and the YAML users get, on the official weights."""
+    (tmp_path / 'datasets').mkdir()
+    (tmp_path / 'datasets' / 'Set5').symlink_to(shared_path('benchmarks', 'Set5'))
+    (tmp_path / 'experiments' / 'pretrained_models').mkdir(parents=True)
+    (tmp_path / 'experiments' / 'pretrained_models' / weights).symlink_to(shared_path('weights', weights))
+    result = subprocess.run([str(Path(sysconfig.get_path('scripts')) / 'ibsd-test'), '-opt', str(REPO / option_file)],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    output = result.stdout + result.stderr
+    assert result.returncode == 0, output[-3000:]
+    scores = dict(re.findall(r'# (\w+): ([\d.]+)', output))
+    assert float(scores['psnr']) == pytest.approx(psnr, abs=0.01)
+    assert float(scores['ssim']) == pytest.approx(ssim, abs=1e-4)
+    assert len(list((tmp_path / 'results').rglob('*.png'))) == 5
