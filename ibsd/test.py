@@ -1,16 +1,10 @@
-"""``python ibsd/test.py -opt X.yml`` (also ``python -m ibsd.test`` and ``ibsd-test``).
-
-Run as a script, the folder of this file would be first on ``sys.path`` and make ``archs``,
-``data``, ``test`` ... importable a second time under top-level names; it is replaced by the
-folder above it so that everything is imported as ``ibsd.*`` only.
-"""
+"""Test: ``python ibsd/test.py -opt X.yml``, ``python -m ibsd.test`` or ``ibsd-test``."""
 import os
 import sys
 
-if not __package__:
+if not __package__:  # a script: import ibsd from the folder above, never `archs`, `data`... as top-level names
     _here = os.path.dirname(os.path.abspath(__file__))
-    sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
-    sys.path.insert(0, os.path.dirname(_here))
+    sys.path[:] = [os.path.dirname(_here)] + [p for p in sys.path if os.path.abspath(p or os.curdir) != _here]
 
 from ibsd.entry import test_main  # noqa: E402
 
