@@ -16,6 +16,8 @@ Fixes:
 - ``BaseModel.load_network`` fails with ``KeyError: 'params'`` on plain state dicts such as the
   official IMDN/RFDN checkpoints and gives no file name on a mismatch: it now accepts every
   format :func:`ibsd.archs.checkpoint.extract_state_dict` knows and names the file on errors;
+- the number of iterations per epoch, which BasicSR only logs, is stored as
+  ``opt['iters_per_epoch']`` for models that act per epoch (IBSD's snapshot teacher);
 - ``SRModel.nondist_validation`` reads ``val: suffix`` without a default (``KeyError`` with
   ``save_img: true`` in a YAML that omits it): parsed options get ``suffix: ~``.
 """
@@ -122,6 +124,19 @@ def with_option_defaults(parse_options):
     return parse_options_with_defaults
 
 
+def recording_iters_per_epoch(create_train_val_dataloader):
+    """Wrap ``basicsr.train.create_train_val_dataloader`` to store ``opt['iters_per_epoch']``."""
+
+    def create_and_record(opt, logger):
+        result = create_train_val_dataloader(opt, logger)
+        if result[0] is not None:
+            opt['iters_per_epoch'] = len(result[0])
+        return result
+
+    create_and_record.__wrapped__ = create_train_val_dataloader
+    return create_and_record
+
+
 def patch_basicsr() -> None:
     """Apply the run-time fixes to the imported basicsr (idempotent)."""
     basicsr = import_basicsr()
@@ -134,6 +149,7 @@ def patch_basicsr() -> None:
     ORIGINALS.update(load_resume_state=basicsr.train.load_resume_state,
                      _init_dist_pytorch=dist_util._init_dist_pytorch, load_network=BaseModel.load_network)
     basicsr.train.load_resume_state = load_resume_state
+    basicsr.train.create_train_val_dataloader = recording_iters_per_epoch(basicsr.train.create_train_val_dataloader)
     for pipeline_module in (basicsr.train, basicsr.test):
         pipeline_module.parse_options = with_option_defaults(pipeline_module.parse_options)
     dist_util._init_dist_pytorch = _init_dist_pytorch

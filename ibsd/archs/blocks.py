@@ -84,3 +84,13 @@ class ESA(nn.Module):
         branch = F.interpolate(branch, size=x.shape[2:], mode='bilinear', align_corners=False)
         gate = torch.sigmoid(self.conv4(branch + self.conv_f(squeezed)))
         return x * gate
+
+
+def chain_nodes(first: str, block_names: list[str]) -> list[str]:
+    """Default IBSD nodes: ``first`` and the outputs after 1/3, 2/3 and all of the blocks.
+
+    For 6 blocks these are blocks 2, 4 and 6, as in the IBSD authors' students.
+    """
+    count = len(block_names)
+    picks = sorted({max(1, round(count * k / 3)) for k in (1, 2, 3)})
+    return [first] + [block_names[i - 1] for i in picks]

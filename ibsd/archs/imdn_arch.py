@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from ibsd.archs.blocks import CCALayer, fusion_conv, lrelu, pixel_shuffle_upsampler, same_conv
+from ibsd.archs.blocks import CCALayer, chain_nodes, fusion_conv, lrelu, pixel_shuffle_upsampler, same_conv
 
 
 class IMDModule(nn.Module):
@@ -47,6 +47,10 @@ class _IMDNBody(nn.Module):
         self.c = fusion_conv(num_feat * num_block, num_feat)
         self.LR_conv = same_conv(num_feat, num_feat, 3)
         self.upsampler = pixel_shuffle_upsampler(num_feat, num_out_ch, upscale)
+
+    def ibsd_nodes(self) -> list[str]:
+        """Default IBSD Markov-chain nodes: shallow feature, then blocks 2, 4, 6 (for 6 blocks)."""
+        return chain_nodes('fea_conv', [f'IMDB{index}' for index in range(1, self.num_block + 1)])
 
     def blocks(self) -> list[nn.Module]:
         return [getattr(self, f'IMDB{index}') for index in range(1, self.num_block + 1)]

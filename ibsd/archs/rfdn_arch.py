@@ -5,7 +5,7 @@ import torch
 from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
-from ibsd.archs.blocks import ESA, CCALayer, fusion_conv, lrelu, pixel_shuffle_upsampler, same_conv
+from ibsd.archs.blocks import ESA, CCALayer, chain_nodes, fusion_conv, lrelu, pixel_shuffle_upsampler, same_conv
 
 ATTENTIONS = ('esa', 'cca')
 
@@ -83,6 +83,16 @@ class RFDN(nn.Module):
         self.c = fusion_conv(num_feat * num_block, num_feat)
         self.LR_conv = same_conv(num_feat, num_feat, 3)
         self.upsampler = pixel_shuffle_upsampler(num_feat, num_out_ch, upscale)
+
+    def block_call_names(self) -> list[str]:
+        """Node names of the block outputs in forward order (``B4@2`` = block 4's second call)."""
+        if not self.share_block4:
+            return [f'B{index}' for index in range(1, self.num_block + 1)]
+        return [f'B{index}' for index in range(1, 5)] + [f'B4@{k}' for k in range(2, self.num_block - 2)]
+
+    def ibsd_nodes(self) -> list[str]:
+        """Default IBSD nodes: shallow feature, then blocks 2, 4, 6 (for 6 blocks)."""
+        return chain_nodes('fea_conv', self.block_call_names())
 
     def block_sequence(self) -> list[nn.Module]:
         """The blocks in the order the forward pass applies them."""

@@ -1,0 +1,244 @@
+"""IBSDModel: BasicSR's SRModel trained with IBSD's information-bottleneck self-distillation.
+
+Student objective (every term optional, configured under ``train:``)::
+
+    L = pixel_opt(SR, HR) + mi_opt: lambda_MI * sum_k CLUB_k(f_k -> f_{k-1})
+                          + wavelet_opt: lambda_wav * L_wav(SR, T_t)
+
+Each iteration first updates the estimators (``network_est``) on detached nodes by minimising
+their Laplace NLL (``est_opt``), then updates the student with the estimators frozen. Only the
+student is ever saved as ``net_g_*.pth``; estimators, the snapshot teacher, the sampled-CLUB
+random stream and the global random states live in the training state, so a resumed run
+continues as the uninterrupted one would.
+"""
+from __future__ import annotations
+
+import os
+import random
+from collections import OrderedDict
+from copy import deepcopy
+
+import numpy as np
+import torch
+from basicsr.archs import build_network
+from basicsr.losses import build_loss
+from basicsr.models import lr_scheduler
+from basicsr.models.sr_model import SRModel
+from basicsr.utils import get_root_logger
+from basicsr.utils.dist_util import master_only
+from basicsr.utils.registry import MODEL_REGISTRY
+
+from ibsd.models.feature_nodes import NodeRecorder, default_nodes
+from ibsd.models.soft_target import ProgressiveSoftTarget
+
+SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
+              'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
+PROBE_SIZE = 48
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, options: dict, key: str):
+    options = dict(options)
+    kind = options.pop('type', None)
+    if kind not in SCHEDULERS:
+        raise ValueError(f"train:{key}: type must be one of {sorted(SCHEDULERS)}, got '{kind}'")
+    return SCHEDULERS[kind](optimizer, **options)
+
+
+def random_states() -> dict:
+    states = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
+    if torch.cuda.is_available():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_random_states(states: dict) -> None:
+    random.setstate(states['python'])
+    np.random.set_state(states['numpy'])
+    torch.set_rng_state(states['torch'].cpu())
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in states['cuda']])
+
+
+@MODEL_REGISTRY.register()
+class IBSDModel(SRModel):
+    """SRModel + IBSD (see the module docstring and the README for every YAML key)."""
+
+    def init_training_settings(self):
+        train_opt = self.opt['train']
+        ibsd_opt = train_opt.get('ibsd') or {}
+        self.estimator_steps = int(ibsd_opt.get('estimator_steps', 1))
+        if self.estimator_steps < 1:
+            raise ValueError(f'train:ibsd:estimator_steps must be >= 1, got {self.estimator_steps}')
+        self.net_est = None
+        if train_opt.get('mi_opt'):
+            bare = self.get_bare_model(self.net_g)
+            self.node_recorder = NodeRecorder(bare, ibsd_opt.get('nodes') or default_nodes(bare))
+            self._build_estimator(self._probe_node_channels())
+            self.cri_mi = build_loss(deepcopy(train_opt['mi_opt'])).to(self.device)
+            self.cri_mi.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0))
+            est_opt = deepcopy(train_opt.get('est_opt') or {'type': 'LaplaceNLLLoss',
+                                                            'reduction': getattr(self.cri_mi, 'reduction', 'mean')})
+            self.cri_est = build_loss(est_opt).to(self.device)
+        self.cri_wav = build_loss(deepcopy(train_opt['wavelet_opt'])).to(self.device) \
+            if train_opt.get('wavelet_opt') else None
+        self.soft_target = self._build_soft_target(train_opt.get('soft_target') or {}) if self.cri_wav else None
+        super().init_training_settings()
+
+    # ----------------------------------------------------------------------------- set-up
+    def _probe_node_channels(self) -> list[int]:
+        """Channels of each node, from one forward pass of a small zero input."""
+        bare = self.get_bare_model(self.net_g)
+        train_set = self.opt.get('datasets', {}).get('train', {})
+        size = max(16, int(train_set.get('gt_size', PROBE_SIZE * self.opt['scale'])) // self.opt['scale'])
+        channels_in = int(self.opt['network_g'].get('num_in_ch', 3))
+        was_training = bare.training
+        bare.eval()
+        with torch.no_grad(), self.node_recorder.record():
+            bare(torch.zeros(1, channels_in, size, size, device=self.device))
+            nodes = self.node_recorder.collect()
+        bare.train(was_training)
+        return [node.shape[1] for node in nodes]
+
+    def _build_estimator(self, channels: list[int]) -> None:
+        est_opt = deepcopy(self.opt.get('network_est') or {'type': 'IBEstimator'})
+        if est_opt.get('channels') is not None and list(est_opt['channels']) != channels:
+            raise ValueError(f"network_est:channels {est_opt['channels']} does not match the nodes "
+                             f'{self.node_recorder.nodes} with channels {channels}')
+        est_opt['channels'] = channels
+        self.net_est = self.model_to_device(build_network(est_opt))
+        load_path = self.opt['path'].get('pretrain_network_est')
+        if load_path and not self.opt['path'].get('resume_state'):
+            self.load_network(self.net_est, load_path, self.opt['path'].get('strict_load_est', True),
+                              self.opt['path'].get('param_key_est', 'params'))
+        self.net_est.train()
+        get_root_logger().info(f'IBSD nodes {self.node_recorder.nodes} with channels {channels}')
+
+    def _build_soft_target(self, options: dict) -> ProgressiveSoftTarget:
+        total_iter = int(self.opt['train'].get('total_iter', 1))
+        refresh = options.get('refresh_iters') or self.opt.get('iters_per_epoch')
+        return ProgressiveSoftTarget(
+            source=options.get('source', 'snapshot'), alpha_max=float(options.get('alpha_max', 0.8)),
+            ramp_iters=int(options.get('ramp_iters') or total_iter),
+            refresh_iters=None if refresh is None else int(refresh),
+            build_student=lambda: build_network(self.opt['network_g']))
+
+    def setup_optimizers(self):
+        optim_g = deepcopy(self.opt['train']['optim_g'])
+        super().setup_optimizers()
+        if self.net_est is None:
+            return
+        optim_est = deepcopy(self.opt['train'].get('optim_est') or optim_g)
+        params = [p for p in self.net_est.parameters() if p.requires_grad]
+        self.optimizer_est = self.get_optimizer(optim_est.pop('type'), params, **optim_est)
+        self.optimizers.append(self.optimizer_est)
+
+    def setup_schedulers(self):
+        """Student: ``train:scheduler``; estimators: ``train:scheduler_est`` (default: the same)."""
+        train_opt = self.opt['train']
+        self.schedulers.append(build_scheduler(self.optimizer_g, train_opt['scheduler'], 'scheduler'))
+        if self.net_est is not None:
+            key = 'scheduler_est' if train_opt.get('scheduler_est') else 'scheduler'
+            self.schedulers.append(build_scheduler(self.optimizer_est, train_opt[key], key))
+
+    # ----------------------------------------------------------------------------- training
+    def _estimator_terms(self, loss, nodes: list[torch.Tensor]) -> torch.Tensor:
+        return sum(loss(mu, scale, y) for (mu, scale), y in zip(self.net_est(nodes), nodes[:-1]))
+
+    def _update_estimators(self, nodes: list[torch.Tensor]) -> torch.Tensor:
+        """Maximise log q(f_{k-1} | f_k) on detached nodes (the CLUB protocol)."""
+        detached = [node.detach() for node in nodes]
+        for _ in range(self.estimator_steps):
+            self.optimizer_est.zero_grad()
+            l_est = self._estimator_terms(self.cri_est, detached)
+            l_est.backward()
+            self.optimizer_est.step()
+        return l_est.detach()
+
+    def _mi_bound(self, nodes: list[torch.Tensor]) -> torch.Tensor:
+        """sum_k CLUB bound with frozen estimators: gradients reach the student only."""
+        self.net_est.requires_grad_(False)
+        try:
+            return self._estimator_terms(self.cri_mi, nodes)
+        finally:
+            self.net_est.requires_grad_(True)
+
+    def optimize_parameters(self, current_iter):
+        student = self.get_bare_model(self.net_g)
+        if self.soft_target is not None:
+            self.soft_target.refresh_if_due(current_iter, student)
+        self.optimizer_g.zero_grad()
+        loss_dict = OrderedDict()
+        if self.net_est is not None:
+            with self.node_recorder.record():
+                self.output = self.net_g(self.lq)
+            nodes = self.node_recorder.collect()
+            loss_dict['l_est'] = self._update_estimators(nodes)
+        else:
+            self.output = self.net_g(self.lq)
+
+        l_total = 0
+        if self.cri_pix:
+            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
+            l_total = l_total + loss_dict['l_pix']
+        if self.net_est is not None:
+            loss_dict['l_mi'] = self._mi_bound(nodes)
+            l_total = l_total + loss_dict['l_mi']
+        if self.cri_wav is not None:
+            ema = getattr(self, 'net_g_ema', None)
+            target, alpha = self.soft_target.target(current_iter, self.lq, self.gt, self.output, ema)
+            loss_dict['l_wav'] = self.cri_wav(self.output, target)
+            loss_dict['alpha'] = torch.tensor(alpha)
+            l_total = l_total + loss_dict['l_wav']
+        if self.cri_perceptual:
+            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            for name, value in (('l_percep', l_percep), ('l_style', l_style)):
+                if value is not None:
+                    loss_dict[name] = value
+                    l_total = l_total + value
+        l_total.backward()
+        self.optimizer_g.step()
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+
+    # ----------------------------------------------------------------------------- state
+    def training_extras(self) -> dict:
+        extras = {'random': random_states()}
+        if self.net_est is not None:
+            extras['net_est'] = self.get_bare_model(self.net_est).state_dict()
+            extras['mi_generator'] = self.cri_mi.generator.get_state()
+        if self.soft_target is not None:
+            extras['soft_target'] = self.soft_target.state_dict()
+        return extras
+
+    @master_only
+    def save_training_state(self, epoch, current_iter):
+        """BasicSR's training state plus IBSD's extras (``'ibsd'``).
+
+        A state saved on the last iteration of an epoch records the next epoch, so that resuming
+        starts there instead of replaying the finished epoch (BasicSR restarts the saved epoch).
+        """
+        if current_iter == -1:
+            return
+        per_epoch = self.opt.get('iters_per_epoch')
+        if per_epoch and current_iter % per_epoch == 0:
+            epoch += 1
+        state = {'epoch': epoch, 'iter': current_iter,
+                 'optimizers': [o.state_dict() for o in self.optimizers],
+                 'schedulers': [s.state_dict() for s in self.schedulers],
+                 'ibsd': self.training_extras()}
+        path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
+        temporary = path + '.tmp'
+        torch.save(state, temporary)
+        os.replace(temporary, path)  # a killed save never leaves a truncated state behind
+
+    def resume_training(self, resume_state):
+        super().resume_training(resume_state)
+        extras = resume_state.get('ibsd') or {}
+        if self.net_est is not None and 'net_est' in extras:
+            self.get_bare_model(self.net_est).load_state_dict(extras['net_est'])
+            self.cri_mi.generator.set_state(extras['mi_generator'])
+        if self.soft_target is not None and 'soft_target' in extras:
+            self.soft_target.load_state_dict(extras['soft_target'])
+        if 'random' in extras:
+            set_random_states(extras['random'])

@@ -1,0 +1,97 @@
+"""The progressive soft target of IBSD's wavelet loss (after PS-KD, Kim et al., ICCV 2021).
+
+    T_t = (1 - alpha_t) * HR + alpha_t * teacher(LR),   alpha_t = alpha_max * min(1, t / ramp_iters)
+
+The teacher prediction is never differentiated. Sources (``soft_target: source``):
+
+- ``snapshot`` (default): a frozen copy of the student, refreshed every ``refresh_iters``
+  iterations (default: every epoch), re-run on the current LR batch ("the model of the previous
+  epoch"). Before the first refresh there is no teacher and the target is HR.
+- ``ema``: BasicSR's EMA network (``train: ema_decay > 0``).
+- ``current``: the student's own current output, detached.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+
+SOURCES = ('snapshot', 'ema', 'current')
+OPTION = 'train:soft_target'
+
+
+class ProgressiveSoftTarget:
+    """Builds T_t and owns the snapshot teacher.
+
+    Args:
+        source: ``'snapshot'``, ``'ema'`` or ``'current'``.
+        alpha_max: alpha_T, the final mixing weight (0.8 in PS-KD).
+        ramp_iters: Iterations over which alpha rises linearly from 0 to ``alpha_max``.
+        refresh_iters: Snapshot period in iterations (``snapshot`` only).
+        build_student: Makes a fresh student network (for the snapshot).
+    """
+
+    def __init__(self, source: str, alpha_max: float, ramp_iters: int, refresh_iters: int | None,
+                 build_student: Callable[[], nn.Module]):
+        if source not in SOURCES:
+            raise ValueError(f"{OPTION}: source must be one of {SOURCES}, got '{source}'")
+        if not 0 <= alpha_max <= 1:
+            raise ValueError(f'{OPTION}: alpha_max must be in [0, 1], got {alpha_max}')
+        if ramp_iters < 1:
+            raise ValueError(f'{OPTION}: ramp_iters must be >= 1, got {ramp_iters}')
+        if source == 'snapshot' and (refresh_iters is None or refresh_iters < 1):
+            raise ValueError(f'{OPTION}: refresh_iters must be >= 1 for the snapshot teacher, got {refresh_iters}')
+        self.source = source
+        self.alpha_max = float(alpha_max)
+        self.ramp_iters = int(ramp_iters)
+        self.refresh_iters = refresh_iters
+        self.build_student = build_student
+        self.snapshot: nn.Module | None = None
+        self.snapshot_iter = 0
+
+    def alpha(self, current_iter: int) -> float:
+        return self.alpha_max * min(1.0, current_iter / self.ramp_iters)
+
+    def refresh_if_due(self, current_iter: int, student: nn.Module) -> None:
+        """Take a snapshot of ``student`` when ``current_iter - 1`` iterations end a period."""
+        done = current_iter - 1
+        if self.source != 'snapshot' or done < 1 or done % self.refresh_iters or done == self.snapshot_iter:
+            return
+        self.set_snapshot(student.state_dict(), done)
+
+    def set_snapshot(self, state_dict: dict, taken_at: int) -> None:
+        if self.snapshot is None:
+            self.snapshot = self.build_student().to(next(iter(state_dict.values())).device)
+            self.snapshot.eval().requires_grad_(False)
+        self.snapshot.load_state_dict(state_dict)
+        self.snapshot_iter = taken_at
+
+    @torch.no_grad()
+    def teacher_output(self, lq: torch.Tensor, output: torch.Tensor, ema: nn.Module | None) -> torch.Tensor | None:
+        if self.source == 'current':
+            return output.detach()
+        if self.source == 'ema':
+            if ema is None:
+                raise ValueError(f'{OPTION}: source ema needs train: ema_decay > 0')
+            return ema(lq)
+        return None if self.snapshot is None else self.snapshot(lq)
+
+    def target(self, current_iter: int, lq: torch.Tensor, hr: torch.Tensor, output: torch.Tensor,
+               ema: nn.Module | None = None) -> tuple[torch.Tensor, float]:
+        """T_t for this batch and the alpha actually used (0 while there is no teacher)."""
+        alpha = self.alpha(current_iter)
+        if alpha == 0:
+            return hr, 0.0
+        teacher = self.teacher_output(lq, output, ema)
+        if teacher is None:
+            return hr, 0.0
+        return (1 - alpha) * hr + alpha * teacher.detach(), alpha
+
+    def state_dict(self) -> dict:
+        return {'snapshot': None if self.snapshot is None else self.snapshot.state_dict(),
+                'snapshot_iter': self.snapshot_iter}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state.get('snapshot') is not None:
+            self.set_snapshot(state['snapshot'], state['snapshot_iter'])
