@@ -72,14 +72,15 @@ def test_validation_pairs_are_folders_of_matching_sizes(small_set):
     assert gt.shape == (400, 600, 3) and lq.shape == (100, 150, 3)
 
 
-def test_finished_build_is_reused_and_changed_settings_rebuild(small_set):
-    stamp = small_set['manifest'].stat().st_mtime_ns
-    assert build_default_set(small_set['manifest'].parent, SMALL) == small_set
-    assert small_set['manifest'].stat().st_mtime_ns == stamp
-    (small_set['manifest'].parent / 'partial_leftover').write_text('x')
-    other = DefaultSetConfig(**{**SMALL.__dict__, 'seed': 1})
-    build_default_set(small_set['manifest'].parent, other)
-    assert not (small_set['manifest'].parent / 'partial_leftover').exists()
+def test_finished_build_is_reused_and_changed_settings_rebuild(tmp_path):
+    where = build_default_set(tmp_path / 'set', SMALL)
+    stamp = where['manifest'].stat().st_mtime_ns
+    assert build_default_set(tmp_path / 'set', SMALL) == where
+    assert where['manifest'].stat().st_mtime_ns == stamp
+    (tmp_path / 'set' / 'partial_leftover').write_text('x')
+    build_default_set(tmp_path / 'set', DefaultSetConfig(**{**SMALL.__dict__, 'seed': 1}))
+    assert not (tmp_path / 'set' / 'partial_leftover').exists()
+    assert json.loads(where['manifest'].read_text())['config']['seed'] == 1
 
 
 @pytest.mark.slow
@@ -98,3 +99,22 @@ def test_demo_rejects_bad_iterations():
     result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--iters', '0'], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 2 and '--iters must be >= 1' in result.stderr
+
+
+def test_build_is_reproducible_and_leaves_global_random_state_alone(tmp_path, small_set):
+    import random
+
+    import lmdb
+    random.seed(123)
+    np.random.seed(123)
+    expected = random.random(), np.random.random()
+    random.seed(123)
+    np.random.seed(123)
+    again = build_default_set(tmp_path / 'again', SMALL)
+    assert (random.random(), np.random.random()) == expected
+
+    def contents(path):
+        with lmdb.open(str(path), readonly=True, lock=False) as env, env.begin() as txn:
+            return dict(txn.cursor())
+    assert contents(again['train_lq']) == contents(small_set['train_lq'])
+    assert (again['val_lq'] / 'coffee.png').read_bytes() == (small_set['val_lq'] / 'coffee.png').read_bytes()

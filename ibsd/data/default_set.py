@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -41,7 +42,7 @@ class DefaultSetConfig:
     seed: int = 0
     train_photos: tuple[str, ...] = TRAIN_PHOTOS
     val_photos: tuple[str, ...] = VAL_PHOTOS
-    version: int = 1
+    version: int = 2
     notes: list[str] = field(default_factory=lambda: [
         'photos: scikit-image sample data', 'degradations: ibsd.data.degradation_mix'])
 
@@ -100,7 +101,25 @@ def build_default_set(root: str | os.PathLike, config: DefaultSetConfig | None =
     if root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True)
-    np.random.seed(config.seed)  # basicsr's degradation functions draw from the global generator
+    with seeded_global_random(config.seed):
+        _build(root, where, config)
+    return where
+
+
+@contextlib.contextmanager
+def seeded_global_random(seed: int):
+    """Seed Python's and NumPy's global generators (basicsr's degradations draw from both), then restore them."""
+    saved = random.getstate(), np.random.get_state()
+    random.seed(seed)
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        random.setstate(saved[0])
+        np.random.set_state(saved[1])
+
+
+def _build(root: Path, where: dict[str, Path], config: DefaultSetConfig) -> None:
     rng = np.random.default_rng(config.seed)
 
     train_gt, train_lq = {}, {}
@@ -124,6 +143,6 @@ def build_default_set(root: str | os.PathLike, config: DefaultSetConfig | None =
     with tempfile.TemporaryDirectory(dir=root) as scratch:
         _write_lmdb(train_gt, where['train_gt'], Path(scratch))
         _write_lmdb(train_lq, where['train_lq'], Path(scratch))
-    where['manifest'].write_text(json.dumps({'config': wanted, 'train_pairs': len(train_gt),
-                                             'val_pairs': len(config.val_photos)}, indent=2))
-    return where
+    where['manifest'].write_text(json.dumps({'config': json.loads(json.dumps(asdict(config))),
+                                             'train_pairs': len(train_gt), 'val_pairs': len(config.val_photos)},
+                                            indent=2))
