@@ -1,0 +1,90 @@
+"""IBSDModel through ibsd-train on CPU: validation, checkpoints, exact resume, ibsd-test on the result."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from ibsd.archs.imdn_arch import IMDN
+from tests.conftest import REPO
+from tests.test_entry_points import SCRIPTS, make_pairs, paired, run, write_yaml
+
+NETWORK = {'type': 'IMDN', 'num_feat': 16, 'num_block': 6, 'upscale': 2}
+
+
+def ibsd_options(name: str, data: Path, total_iter: int) -> dict:
+    return {
+        'name': name, 'model_type': 'IBSDModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 7,
+        'datasets': {
+            'train': paired('train', data / 'train', gt_size=32, use_hflip=True, use_rot=True,
+                            num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1),
+            'val': paired('val', data / 'val')},
+        'network_g': NETWORK,
+        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
+        'train': {
+            'ema_decay': 0.9, 'total_iter': total_iter, 'warmup_iter': -1,
+            'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+            'scheduler': {'type': 'MultiStepLR', 'milestones': [6], 'gamma': 0.5},
+            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+            'mi_opt': {'type': 'IBCLUBLoss', 'loss_weight': 0.01, 'reduction': 'mean', 'mode': 'sampled'},
+            'wavelet_opt': {'type': 'WaveletHFLoss', 'loss_weight': 1.0, 'levels': 3},
+            'soft_target': {'source': 'snapshot', 'alpha_max': 0.8, 'ramp_iters': 8},
+        },
+        'val': {'val_freq': 4, 'save_img': False,
+                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
+        'logger': {'print_freq': 1, 'save_checkpoint_freq': 4, 'use_tb_logger': False},
+    }
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Path:
+    make_pairs(tmp_path / 'data' / 'train', 8, scale=2)  # 4 iterations per epoch
+    make_pairs(tmp_path / 'data' / 'val', 2, scale=2, seed=1)
+    return tmp_path
+
+
+def models_of(workdir: Path, name: str) -> Path:
+    return workdir / 'experiments' / name / 'models'
+
+
+@pytest.mark.slow
+def test_resumed_run_equals_the_uninterrupted_one(workdir):
+    straight = write_yaml(workdir / 'straight.yml', ibsd_options('straight', workdir / 'data', 8))
+    output = run([str(SCRIPTS / 'ibsd-train'), '-opt', str(straight)], cwd=workdir)
+    for term in ('l_est', 'l_pix', 'l_mi', 'l_wav', 'alpha'):
+        assert f'{term}: ' in output
+    assert 'Validation val' in output
+
+    halves = write_yaml(workdir / 'halves.yml', ibsd_options('halves', workdir / 'data', 4))
+    run([sys.executable, str(REPO / 'ibsd' / 'train.py'), '-opt', str(halves)], cwd=workdir)
+    output = run([sys.executable, '-m', 'ibsd.train', '-opt', str(halves), '--auto_resume',
+                  '--force_yml', 'train:total_iter=8'], cwd=workdir, env={'PYTHONPATH': str(REPO)})
+    assert 'Resuming training from epoch: 1, iter: 4.' in output
+
+    resumed = torch.load(models_of(workdir, 'halves') / 'net_g_8.pth', weights_only=True)
+    uninterrupted = torch.load(models_of(workdir, 'straight') / 'net_g_8.pth', weights_only=True)
+    for key in ('params', 'params_ema'):
+        assert resumed[key].keys() == uninterrupted[key].keys()
+        assert all(torch.equal(resumed[key][k], uninterrupted[key][k]) for k in resumed[key])
+    states = [torch.load(workdir / 'experiments' / n / 'training_states' / '8.state', weights_only=False)
+              for n in ('halves', 'straight')]
+    for a, b in zip(states[0]['ibsd']['net_est'].values(), states[1]['ibsd']['net_est'].values()):
+        assert torch.equal(a, b)
+    assert states[0]['ibsd']['soft_target']['snapshot_iter'] == 4
+
+
+@pytest.mark.slow
+def test_exported_student_runs_in_the_plain_test_pipeline(workdir):
+    options = write_yaml(workdir / 'ibsd.yml', ibsd_options('export', workdir / 'data', 4))
+    run([str(SCRIPTS / 'ibsd-train'), '-opt', str(options)], cwd=workdir)
+    saved = torch.load(models_of(workdir, 'export') / 'net_g_latest.pth', weights_only=True)
+    IMDN(num_feat=16, num_block=6, upscale=2).load_state_dict(saved['params_ema'], strict=True)
+    test_opt = {'name': 'export_test', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0,
+                'datasets': {'test_1': paired('val', workdir / 'data' / 'val')}, 'network_g': NETWORK,
+                'path': {'pretrain_network_g': str(models_of(workdir, 'export') / 'net_g_latest.pth'),
+                         'param_key_g': 'params_ema', 'strict_load_g': True},
+                'val': {'save_img': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2}}}}
+    output = run([str(SCRIPTS / 'ibsd-test'), '-opt', str(write_yaml(workdir / 'test.yml', test_opt))], cwd=workdir)
+    assert '# psnr:' in output
