@@ -223,3 +223,11 @@ def test_saved_student_is_the_plain_arch_bit_for_bit(tmp_path):
     x = torch.rand(1, 3, 12, 12)
     with torch.no_grad():
         assert torch.equal(plain(x), model.net_g(x))
+
+
+def test_snapshot_period_defaults_to_the_epoch_known_to_the_pipeline(tmp_path):
+    opt = make_opt(tmp_path, soft_target={'source': 'snapshot'})
+    with pytest.raises(ValueError, match='set refresh_iters'):
+        build_model(opt)
+    opt['iters_per_epoch'] = 37
+    assert build_model(opt).soft_target.refresh_iters == 37

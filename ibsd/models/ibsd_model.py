@@ -115,7 +115,8 @@ class IBSDModel(SRModel):
 
     def _build_soft_target(self, options: dict) -> ProgressiveSoftTarget:
         total_iter = int(self.opt['train'].get('total_iter', 1))
-        refresh = options.get('refresh_iters') or self.opt.get('iters_per_epoch')
+        refresh = options.get('refresh_iters')
+        refresh = self.opt.get('iters_per_epoch') if refresh is None else refresh
         return ProgressiveSoftTarget(
             source=options.get('source', 'snapshot'), alpha_max=float(options.get('alpha_max', 0.8)),
             ramp_iters=int(options.get('ramp_iters') or total_iter),

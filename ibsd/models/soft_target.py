@@ -40,7 +40,10 @@ class ProgressiveSoftTarget:
             raise ValueError(f'{OPTION}: alpha_max must be in [0, 1], got {alpha_max}')
         if ramp_iters < 1:
             raise ValueError(f'{OPTION}: ramp_iters must be >= 1, got {ramp_iters}')
-        if source == 'snapshot' and (refresh_iters is None or refresh_iters < 1):
+        if source == 'snapshot' and refresh_iters is None:
+            raise ValueError(f'{OPTION}: set refresh_iters for the snapshot teacher (its default, one epoch, is '
+                             'only known when training through ibsd-train / ibsd.train)')
+        if source == 'snapshot' and refresh_iters < 1:
             raise ValueError(f'{OPTION}: refresh_iters must be >= 1 for the snapshot teacher, got {refresh_iters}')
         self.source = source
         self.alpha_max = float(alpha_max)
