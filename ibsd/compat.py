@@ -11,8 +11,9 @@ Fixes:
 - ``basicsr.train.load_resume_state`` calls ``torch.cuda.current_device()`` (fails on CPU) and
   looks for ``--auto_resume`` states relative to the working directory instead of the
   experiment's ``training_states`` folder;
-- ``--launcher pytorch`` always initialises NCCL and calls ``torch.cuda.set_device`` (fails on
-  CPU): gloo is used when CUDA is not available;
+- ``--launcher pytorch`` always initialises NCCL and calls ``torch.cuda.set_device``, and
+  ``BaseModel.model_to_device`` passes ``torch.cuda.current_device()`` to DDP (all fail on CPU):
+  gloo and CPU DDP are used when CUDA is not available;
 - ``BaseModel.load_network`` fails with ``KeyError: 'params'`` on plain state dicts such as the
   official IMDN/RFDN checkpoints and gives no file name on a mismatch: it now accepts every
   format :func:`ibsd.archs.checkpoint.extract_state_dict` knows and names the file on errors;
@@ -98,6 +99,20 @@ def _init_dist_pytorch(backend: str, **kwargs: Any) -> None:
     dist.init_process_group(backend=backend, **kwargs)
 
 
+def model_to_device(self, net):
+    """Replacement for ``BaseModel.model_to_device``: DDP without ``device_ids`` on CPU."""
+    import torch
+    from torch.nn.parallel import DataParallel, DistributedDataParallel
+    net = net.to(self.device)
+    if self.opt['dist']:
+        device_ids = [torch.cuda.current_device()] if self.device.type == 'cuda' else None
+        return DistributedDataParallel(net, device_ids=device_ids,
+                                       find_unused_parameters=self.opt.get('find_unused_parameters', False))
+    if self.opt['num_gpu'] > 1:
+        return DataParallel(net)
+    return net
+
+
 def load_network(self, net, load_path: str, strict: bool = True, param_key: str | None = 'params') -> None:
     """Replacement for ``BaseModel.load_network`` accepting official checkpoint formats."""
     from basicsr.utils import get_root_logger
@@ -147,11 +162,13 @@ def patch_basicsr() -> None:
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
     ORIGINALS.update(load_resume_state=basicsr.train.load_resume_state,
-                     _init_dist_pytorch=dist_util._init_dist_pytorch, load_network=BaseModel.load_network)
+                     _init_dist_pytorch=dist_util._init_dist_pytorch, load_network=BaseModel.load_network,
+                     model_to_device=BaseModel.model_to_device)
     basicsr.train.load_resume_state = load_resume_state
     basicsr.train.create_train_val_dataloader = recording_iters_per_epoch(basicsr.train.create_train_val_dataloader)
     for pipeline_module in (basicsr.train, basicsr.test):
         pipeline_module.parse_options = with_option_defaults(pipeline_module.parse_options)
     dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.load_network = load_network
+    BaseModel.model_to_device = model_to_device
     setattr(basicsr, _PATCHED_FLAG, True)

@@ -1,5 +1,7 @@
-"""``ibsd-demo``: build the default data set, train a student on it, test it, print the results.
+"""``ibsd-demo``: build the default data set, train an IMDN student with and without IBSD, compare.
 
+Both runs share every setting (data, seed, iterations, optimiser, schedule); the IBSD run adds
+the CLUB bound over the student's nodes and the wavelet loss with a progressive soft target.
 Everything happens under ``--workdir`` (default ``./ibsd_demo``)::
 
     datasets/ibsd_default/   the default data set (see ibsd.data.default_set)
@@ -24,7 +26,13 @@ import yaml
 
 from ibsd.data.default_set import DefaultSetConfig, build_default_set
 
-NAME = 'IMDN_x4_default'
+BASELINE, IBSD = 'L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'
+IBSD_TERMS = {
+    'mi_opt': {'type': 'IBCLUBLoss', 'loss_weight': 1e-3, 'reduction': 'mean', 'mode': 'full'},
+    'optim_est': {'type': 'Adam', 'lr': 5e-4},
+    'wavelet_opt': {'type': 'WaveletHFLoss', 'loss_weight': 1.0, 'levels': 4},
+    'soft_target': {'source': 'snapshot', 'alpha_max': 0.8},
+}
 METRICS = {
     'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True},
     'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'test_y_channel': True},
@@ -35,13 +43,14 @@ def _relative(path: Path, workdir: Path) -> str:
     return str(path.resolve().relative_to(workdir.resolve()))
 
 
-def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: int) -> tuple[dict, dict]:
-    """BasicSR train and test options for a plain IMDN x4 student on the default set."""
+def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: int, name: str) -> tuple[dict, dict]:
+    """BasicSR train and test options for an IMDN x4 student on the default set (IBSD if ``name`` is IBSD)."""
     network = {'type': 'IMDN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 6, 'upscale': 4}
+    estimator = {'network_est': {'type': 'IBEstimator', 'scale_eps': 1e-3}} if name == IBSD else {}
     val = {'name': 'default_val', 'type': 'PairedImageDataset', 'dataroot_gt': _relative(data['val_gt'], workdir),
            'dataroot_lq': _relative(data['val_lq'], workdir), 'io_backend': {'type': 'disk'}}
     train = {
-        'name': NAME, 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': seed,
+        'name': name, 'model_type': 'IBSDModel' if name == IBSD else 'SRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': seed,
         'datasets': {
             'train': {'name': 'default_train', 'type': 'PairedImageDataset',
                       'dataroot_gt': _relative(data['train_gt'], workdir),
@@ -49,21 +58,22 @@ def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: in
                       'gt_size': 128, 'use_hflip': True, 'use_rot': True, 'num_worker_per_gpu': 0,
                       'batch_size_per_gpu': 8, 'dataset_enlarge_ratio': 1},
             'val': val},
-        'network_g': network,
+        'network_g': network, **estimator,
         'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
         'train': {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 5e-4, 'weight_decay': 0, 'betas': [0.9, 0.99]},
                   'scheduler': {'type': 'MultiStepLR', 'milestones': [total_iter // 2, total_iter * 3 // 4],
                                 'gamma': 0.5},
                   'total_iter': total_iter, 'warmup_iter': -1,
-                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'}},
+                  'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
+                  **(IBSD_TERMS if name == IBSD else {})},
         'val': {'val_freq': max(1, total_iter // 3), 'save_img': False, 'metrics': METRICS},
         'logger': {'print_freq': max(1, total_iter // 20), 'save_checkpoint_freq': max(1, total_iter // 3),
                    'use_tb_logger': False},
     }
     test = {
-        'name': f'{NAME}_test', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 'auto',
+        'name': f'{name}_test', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 'auto',
         'datasets': {'test_1': val}, 'network_g': network,
-        'path': {'pretrain_network_g': f'experiments/{NAME}/models/net_g_latest.pth', 'strict_load_g': True,
+        'path': {'pretrain_network_g': f'experiments/{name}/models/net_g_latest.pth', 'strict_load_g': True,
                  'param_key_g': 'params'},
         'val': {'save_img': True, 'suffix': None, 'metrics': METRICS},
     }
@@ -100,7 +110,7 @@ def _run_pipeline(kind: str, option_file: Path, workdir: Path, *extra: str) -> N
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='ibsd-demo', description=__doc__.split('\n')[0])
     parser.add_argument('--workdir', default='ibsd_demo', help='folder for data, options and results')
-    parser.add_argument('--iters', type=int, default=600, help='training iterations (default: 600)')
+    parser.add_argument('--iters', type=int, default=500, help='training iterations of each run (default: 500)')
     parser.add_argument('--seed', type=int, default=0, help='seed for the data set and training')
     args = parser.parse_args(argv)
     if args.iters < 1:
@@ -108,32 +118,36 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
+def train_and_test(name: str, data: dict[str, Path], workdir: Path, args: argparse.Namespace) -> dict[str, float]:
+    """Write the YAML files of one run, train it (resuming if interrupted), test it, return its metrics."""
+    train_opt, test_opt = demo_options(data, workdir, args.iters, args.seed, name)
+    options = workdir / 'options'
+    options.mkdir(parents=True, exist_ok=True)
+    train_file, test_file = options / f'train_{name}.yml', options / f'test_{name}.yml'
+    train_file.write_text(yaml.safe_dump(train_opt, sort_keys=False))
+    test_file.write_text(yaml.safe_dump(test_opt, sort_keys=False))
+    _run_pipeline('train', train_file, workdir, '--auto_resume')
+    _run_pipeline('test', test_file, workdir)
+    return read_test_metrics(workdir / 'results' / test_opt['name'])
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     workdir = Path(args.workdir).resolve()
     print(f'Building the default data set under {workdir / "datasets"} ...', flush=True)
     data = build_default_set(workdir / 'datasets' / 'ibsd_default', DefaultSetConfig(seed=args.seed))
-    train_opt, test_opt = demo_options(data, workdir, args.iters, args.seed)
-    options = workdir / 'options'
-    options.mkdir(parents=True, exist_ok=True)
-    train_file, test_file = options / f'train_{NAME}.yml', options / f'test_{NAME}.yml'
-    train_file.write_text(yaml.safe_dump(train_opt, sort_keys=False))
-    test_file.write_text(yaml.safe_dump(test_opt, sort_keys=False))
-
-    _run_pipeline('train', train_file, workdir, '--auto_resume')
-    _run_pipeline('test', test_file, workdir)
-
-    results = workdir / 'results' / test_opt['name']
-    scores = read_test_metrics(results)
+    scores = {name: train_and_test(name, data, workdir, args) for name in (BASELINE, IBSD)}
     floor = bicubic_scores(data)
+    rows = [('bicubic upsampling', floor), (f'IMDN, L1 only ({args.iters} it)', scores[BASELINE]),
+            (f'IMDN, IBSD ({args.iters} it)', scores[IBSD])]
     print('\n' + '=' * 72)
-    print(f'Validation on held-out photos with unseen degradations (x4, Y channel, crop 4):')
-    print(f'  {"method":<28}{"PSNR (dB)":>12}{"SSIM":>10}')
-    print(f'  {"bicubic upsampling":<28}{floor["psnr"]:>12.3f}{floor["ssim"]:>10.4f}')
-    print(f'  {"IMDN, " + str(args.iters) + " iterations":<28}{scores["psnr"]:>12.3f}{scores["ssim"]:>10.4f}')
-    print(f'Checkpoints and training log: {workdir / "experiments" / NAME}')
-    print(f'Test log and SR images:       {results}')
-    print(f'Options (rerun with ibsd-train / ibsd-test from {workdir}): {options}')
+    print('Validation on held-out photos with unseen degradations (x4, Y channel, crop 4):')
+    print(f'  {"method":<32}{"PSNR (dB)":>12}{"SSIM":>10}')
+    for label, values in rows:
+        print(f'  {label:<32}{values["psnr"]:>12.3f}{values["ssim"]:>10.4f}')
+    print(f'Checkpoints and training logs: {workdir / "experiments"}/{{{BASELINE},{IBSD}}}')
+    print(f'Test logs and SR images:       {workdir / "results"}')
+    print(f'Options (rerun with ibsd-train / ibsd-test from {workdir}): {workdir / "options"}')
     print('=' * 72)
 
 

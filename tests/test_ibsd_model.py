@@ -231,3 +231,21 @@ def test_snapshot_period_defaults_to_the_epoch_known_to_the_pipeline(tmp_path):
         build_model(opt)
     opt['iters_per_epoch'] = 37
     assert build_model(opt).soft_target.refresh_iters == 37
+
+
+def test_student_gradient_clipping_is_applied_and_logged(tmp_path):
+    model = build_model(make_opt(tmp_path, ibsd={'grad_clip_norm': 1e-3}))
+    feed(model)
+    seen = {}
+    original_step = model.optimizer_g.step
+
+    def step_and_measure(*args, **kwargs):
+        seen['norm'] = torch.nn.utils.get_total_norm([p.grad for p in model.net_g.parameters()]).item()
+        return original_step(*args, **kwargs)
+
+    model.optimizer_g.step = step_and_measure
+    model.optimize_parameters(1)
+    assert model.get_current_log()['grad_norm'] > 1e-3  # the norm before clipping is logged
+    assert seen['norm'] == pytest.approx(1e-3, rel=1e-3)
+    with pytest.raises(ValueError, match='grad_clip_norm'):
+        build_model(make_opt(tmp_path, ibsd={'grad_clip_norm': 0}))

@@ -88,3 +88,20 @@ def test_exported_student_runs_in_the_plain_test_pipeline(workdir):
                 'val': {'save_img': False, 'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2}}}}
     output = run([str(SCRIPTS / 'ibsd-test'), '-opt', str(write_yaml(workdir / 'test.yml', test_opt))], cwd=workdir)
     assert '# psnr:' in output
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_on_cpu(workdir):
+    """``torchrun --nproc_per_node 2 ... --launcher pytorch`` on CPU (gloo), IBSD included."""
+    import socket
+    options = ibsd_options('ddp', workdir / 'data', 4)
+    options['train']['mi_opt']['mode'] = 'full'
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    output = run([str(SCRIPTS / 'torchrun'), '--nproc_per_node', '2', '--master_port', str(port),
+                  str(REPO / 'ibsd' / 'train.py'), '-opt', str(write_yaml(workdir / 'ddp.yml', options)),
+                  '--launcher', 'pytorch'], cwd=workdir, env={'OMP_NUM_THREADS': '1'})
+    assert 'World size (gpu number): 2' in output
+    saved = torch.load(models_of(workdir, 'ddp') / 'net_g_latest.pth', weights_only=True)
+    IMDN(num_feat=16, num_block=6, upscale=2).load_state_dict(saved['params'], strict=True)

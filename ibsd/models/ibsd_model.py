@@ -69,6 +69,9 @@ class IBSDModel(SRModel):
         self.estimator_steps = int(ibsd_opt.get('estimator_steps', 1))
         if self.estimator_steps < 1:
             raise ValueError(f'train:ibsd:estimator_steps must be >= 1, got {self.estimator_steps}')
+        self.grad_clip_norm = ibsd_opt.get('grad_clip_norm')
+        if self.grad_clip_norm is not None and float(self.grad_clip_norm) <= 0:
+            raise ValueError(f'train:ibsd:grad_clip_norm must be > 0 (or ~ for none), got {self.grad_clip_norm}')
         self.net_est = None
         if train_opt.get('mi_opt'):
             bare = self.get_bare_model(self.net_g)
@@ -142,26 +145,31 @@ class IBSDModel(SRModel):
             self.schedulers.append(build_scheduler(self.optimizer_est, train_opt[key], key))
 
     # ----------------------------------------------------------------------------- training
-    def _estimator_terms(self, loss, nodes: list[torch.Tensor]) -> torch.Tensor:
-        return sum(loss(mu, scale, y) for (mu, scale), y in zip(self.net_est(nodes), nodes[:-1]))
+    @staticmethod
+    def _estimator_terms(estimator, loss, nodes: list[torch.Tensor]) -> torch.Tensor:
+        return sum(loss(mu, scale, y) for (mu, scale), y in zip(estimator(nodes), nodes[:-1]))
 
     def _update_estimators(self, nodes: list[torch.Tensor]) -> torch.Tensor:
         """Maximise log q(f_{k-1} | f_k) on detached nodes (the CLUB protocol)."""
         detached = [node.detach() for node in nodes]
         for _ in range(self.estimator_steps):
             self.optimizer_est.zero_grad()
-            l_est = self._estimator_terms(self.cri_est, detached)
+            l_est = self._estimator_terms(self.net_est, self.cri_est, detached)
             l_est.backward()
             self.optimizer_est.step()
         return l_est.detach()
 
     def _mi_bound(self, nodes: list[torch.Tensor]) -> torch.Tensor:
-        """sum_k CLUB bound with frozen estimators: gradients reach the student only."""
-        self.net_est.requires_grad_(False)
+        """sum_k CLUB bound with frozen estimators: gradients reach the student only.
+
+        The bare estimator is used, so that a DDP wrapper only ever sees the estimator step.
+        """
+        estimator = self.get_bare_model(self.net_est)
+        estimator.requires_grad_(False)
         try:
-            return self._estimator_terms(self.cri_mi, nodes)
+            return self._estimator_terms(estimator, self.cri_mi, nodes)
         finally:
-            self.net_est.requires_grad_(True)
+            estimator.requires_grad_(True)
 
     def optimize_parameters(self, current_iter):
         student = self.get_bare_model(self.net_g)
@@ -197,6 +205,8 @@ class IBSDModel(SRModel):
                     loss_dict[name] = value
                     l_total = l_total + value
         l_total.backward()
+        if self.grad_clip_norm is not None:
+            loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip_norm))
         self.optimizer_g.step()
         self.log_dict = self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
