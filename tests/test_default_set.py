@@ -88,11 +88,12 @@ def test_demo_command_trains_tests_and_reports(tmp_path):
     result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--workdir', str(tmp_path / 'demo'), '--iters', '3'],
                             capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert 'bicubic upsampling' in result.stdout and 'IMDN, 3 iterations' in result.stdout
-    assert (tmp_path / 'demo' / 'experiments' / 'IMDN_x4_default' / 'models' / 'net_g_latest.pth').is_file()
-    assert sorted(p.name for p in (tmp_path / 'demo' / 'results' / 'IMDN_x4_default_test' / 'visualization'
-                                   / 'default_val').glob('*.png')) == ['coffee_IMDN_x4_default_test.png',
-                                                                      'rocket_IMDN_x4_default_test.png']
+    assert "bicubic upsampling" in result.stdout and "IMDN, L1 only (3 it)" in result.stdout
+    assert "IMDN, IBSD (3 it)" in result.stdout
+    for name in ('L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'):
+        assert (tmp_path / 'demo' / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
+        images = (tmp_path / 'demo' / 'results' / f'{name}_test' / 'visualization' / 'default_val').glob('*.png')
+        assert sorted(p.name for p in images) == [f'coffee_{name}_test.png', f'rocket_{name}_test.png']
 
 
 def test_demo_rejects_bad_iterations():
