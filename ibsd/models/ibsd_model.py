@@ -23,13 +23,13 @@ import torch
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models import lr_scheduler
-from basicsr.models.sr_model import SRModel
 from basicsr.utils import get_root_logger
 from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
 from ibsd.models.soft_target import ProgressiveSoftTarget
+from ibsd.models.tiled_sr_model import TiledSRModel
 
 SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
               'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
@@ -60,8 +60,8 @@ def set_random_states(states: dict) -> None:
 
 
 @MODEL_REGISTRY.register()
-class IBSDModel(SRModel):
-    """SRModel + IBSD (see the module docstring and the README for every YAML key)."""
+class IBSDModel(TiledSRModel):
+    """SRModel + IBSD (see the module docstring and the README for every YAML key); tiling as TiledSRModel."""
 
     def init_training_settings(self):
         train_opt = self.opt['train']

@@ -1,0 +1,64 @@
+"""Tiled inference equals whole-image inference for local networks; TiledSRModel uses it."""
+from __future__ import annotations
+
+import pytest
+import torch
+from basicsr.archs.srresnet_arch import MSRResNet
+from basicsr.models import build_model
+
+from ibsd.archs.imdn_arch import IMDN, IMDN_AS
+from ibsd.models.tiling import tiled_forward
+
+
+@pytest.fixture(scope='module')
+def local_net() -> MSRResNet:
+    torch.manual_seed(0)
+    return MSRResNet(num_feat=8, num_block=2, upscale=4).eval()  # receptive field radius < 8 LR px
+
+
+@pytest.mark.parametrize('tile_size, tile_pad', [(16, 16), (23, 16), (40, 20), (500, 16)])
+def test_tiles_equal_the_whole_image_for_a_local_network(local_net, tile_size, tile_pad):
+    x = torch.rand(2, 3, 70, 53)
+    with torch.no_grad():
+        whole = local_net(x)
+    assert (tiled_forward(local_net, x, tile_size, tile_pad) - whole).abs().max() < 1e-5
+
+
+def test_without_enough_context_tiles_differ(local_net):
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        whole = local_net(x)
+    assert (tiled_forward(local_net, x, 16, 0) - whole).abs().max() > 1e-3
+
+
+def test_global_attention_students_are_close_and_same_size_nets_work():
+    torch.manual_seed(0)
+    imdn, same_size = IMDN(num_feat=16, num_block=2, upscale=2).eval(), IMDN_AS(num_feat=16, num_block=1).eval()
+    x = torch.rand(1, 3, 64, 48)
+    with torch.no_grad():
+        assert (tiled_forward(imdn, x, 24, 16) - imdn(x)).abs().max() < 1e-3
+        assert tiled_forward(same_size, x, 32, 16).shape == x.shape
+
+
+def test_bad_tile_sizes_are_named():
+    with pytest.raises(ValueError, match='tile_size'):
+        tiled_forward(lambda t: t, torch.rand(1, 3, 8, 8), 0, 4)
+
+
+def test_tiled_sr_model_tests_tile_by_tile(tmp_path, local_net):
+    opt = {'name': 't', 'model_type': 'TiledSRModel', 'scale': 4, 'num_gpu': 0, 'is_train': False, 'dist': False,
+           'network_g': {'type': 'MSRResNet', 'num_feat': 8, 'num_block': 2, 'upscale': 4},
+           'path': {'pretrain_network_g': None}, 'tile': {'tile_size': 20, 'tile_pad': 16}}
+    model = build_model(opt)
+    model.net_g.load_state_dict(local_net.state_dict())
+    x = torch.rand(1, 3, 50, 45)
+    model.feed_data({'lq': x})
+    calls = []
+    model.net_g.register_forward_hook(lambda m, i, o: calls.append(tuple(i[0].shape)))
+    model.test()
+    with torch.no_grad():
+        assert (model.output - local_net(x)).abs().max() < 1e-5
+    assert len(calls) == 9 and max(c[2] for c in calls) < 50
+    model.opt['tile'] = {'tile_pad': 3}
+    with pytest.raises(ValueError, match='tile_size'):
+        model.test()
