@@ -33,20 +33,23 @@ def test_train_options_build_their_model(path, tmp_path):
     opt = load(path)
     model = build_model(as_cpu_run(opt, tmp_path))
     assert type(model).__name__ == opt['model_type']
-    assert opt['scale'] == 4 and opt['datasets']['train']['gt_size'] == 192
+    assert opt['datasets']['train']['gt_size'] == 48 * opt['scale']
     assert opt['datasets']['train']['batch_size_per_gpu'] == 16
     assert opt['train']['optim_g']['lr'] == 2e-4
     assert list(opt['train']['scheduler']['milestones']) == [100000, 200000, 300000, 400000]
     metrics = opt['val']['metrics']
-    assert all(m['test_y_channel'] and m['crop_border'] == 4 for m in metrics.values()) and set(metrics) == {'psnr', 'ssim'}
+    assert all(m['test_y_channel'] and m['crop_border'] == opt['scale'] for m in metrics.values())
+    assert set(metrics) == {'psnr', 'ssim'}
     if opt['model_type'] == 'IBSDModel':
         assert model.node_recorder.nodes == model.get_bare_model(model.net_g).ibsd_nodes()
 
 
-@pytest.mark.parametrize('student', ['imdn', 'rfdn'])
-def test_baselines_match_ibsd_except_for_ibsd_keys(student):
-    folder = REPO / 'options' / 'train' / 'IBSD'
-    ibsd, baseline = load(folder / f'train_ibsd_{student}_x4_drealsr.yml'), load(folder / f'train_baseline_{student}_x4_drealsr.yml')
+IBSD_FILES = sorted((REPO / 'options' / 'train' / 'IBSD').glob('train_ibsd_*.yml'))
+
+
+@pytest.mark.parametrize('ibsd_file', IBSD_FILES, ids=lambda p: p.name)
+def test_baselines_match_ibsd_except_for_ibsd_keys(ibsd_file):
+    ibsd, baseline = load(ibsd_file), load(ibsd_file.with_name(ibsd_file.name.replace('_ibsd_', '_baseline_')))
     for opt in (ibsd, baseline):
         opt.pop('name')
         opt.pop('model_type')
@@ -59,3 +62,21 @@ def test_baselines_match_ibsd_except_for_ibsd_keys(student):
 def test_flagship_file_is_the_imdn_configuration():
     assert load(REPO / 'options' / 'train_ibsd_x4.yml') == load(REPO / 'options' / 'train' / 'IBSD' /
                                                                  'train_ibsd_imdn_x4_drealsr.yml')
+
+
+def test_generated_dataset_options_are_up_to_date():
+    import subprocess
+    import sys
+    result = subprocess.run([sys.executable, str(REPO / 'scripts' / 'make_dataset_options.py'), '--check'],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+    assert len(IBSD_FILES) == 8  # DRealSR x2/x3/x4, RealSR x2/x3/x4, City100 x2 (IMDN) + RFDN x4 DRealSR
+
+
+@pytest.mark.parametrize('path', sorted((REPO / 'options' / 'test').rglob('*.yml')), ids=lambda p: p.name)
+def test_test_options_build_their_model(path):
+    opt = load(path)
+    opt.update(num_gpu=0, is_train=False, dist=False, rank=0, world_size=1)
+    opt['path']['pretrain_network_g'] = None
+    model = build_model(opt)
+    assert type(model).__name__ == opt['model_type']

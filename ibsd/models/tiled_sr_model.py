@@ -1,9 +1,14 @@
-"""TiledSRModel: BasicSR's SRModel with optional tiled validation and testing for large photos."""
+"""TiledSRModel: BasicSR's SRModel with tiled inference for large photos and per-image metric tables."""
 from __future__ import annotations
 
+import contextlib
+from os import path as osp
+
+from basicsr.models import sr_model
 from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from ibsd.metrics.summary_table import write_summary
 from ibsd.models.tiling import tiled_forward
 
 
@@ -20,7 +25,39 @@ def tile_options(opt: dict) -> tuple[int, int] | None:
 @MODEL_REGISTRY.register()
 class TiledSRModel(SRModel):
     """SRModel whose ``test()`` (validation and ``ibsd-test``) runs tile by tile when the YAML has
-    ``tile: {tile_size: 256, tile_pad: 16}`` (LR pixels). Without ``tile`` it is SRModel."""
+    ``tile: {tile_size: 256, tile_pad: 16}`` (LR pixels), and whose test runs write
+    ``<dataset>_metrics.csv`` / ``.md`` (per image and mean) in the results folder."""
+
+    def feed_data(self, data):
+        super().feed_data(data)
+        self._image_name = osp.splitext(osp.basename(data['lq_path'][0]))[0] if 'lq_path' in data else None
+
+    @contextlib.contextmanager
+    def _recording_metrics(self, records: list):
+        """Record every value SRModel's validation computes, with the image it belongs to."""
+        compute = sr_model.calculate_metric
+
+        def record(data, options):
+            value = compute(data, options)
+            records.append((self._image_name, float(value)))
+            return value
+
+        sr_model.calculate_metric = record
+        try:
+            yield
+        finally:
+            sr_model.calculate_metric = compute
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        metrics = list((self.opt['val'].get('metrics') or {}).keys())
+        if self.is_train or not metrics:
+            return super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        records: list = []
+        with self._recording_metrics(records):
+            super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
+        rows = [(records[i][0], [v for _, v in records[i:i + len(metrics)]])
+                for i in range(0, len(records), len(metrics))]
+        write_summary(self.opt['path']['results_root'], dataloader.dataset.opt['name'], metrics, rows)
 
     def test(self):
         tiling = tile_options(self.opt)
