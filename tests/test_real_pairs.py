@@ -69,6 +69,18 @@ def test_realsr_same_size_pairs_are_resampled(tmp_path):
     assert len(lmdb_dataset(out, 2, 40)) == 4
 
 
+def test_same_size_pairs_in_two_folders(tmp_path):
+    for index in range(3):
+        image(tmp_path / 'hr' / f'{index}.png', 33, 41, index)
+        image(tmp_path / 'lr' / f'{index}.png', 33, 41, index + 3)
+    prepare(['same-size', '--hr-dir', str(tmp_path / 'hr'), '--lr-dir', str(tmp_path / 'lr'), '--scale', '3',
+             '--out', str(tmp_path / 'out'), '--val-count', '1', '--no-lmdb'])
+    out = tmp_path / 'out' / 'x3'
+    assert sorted(p.name for p in out.iterdir()) == ['train_HR', 'train_LR', 'val_HR', 'val_LR']
+    assert cv2.imread(str(out / 'val_LR' / '2.png')).shape == (11, 13, 3)
+    assert cv2.imread(str(out / 'val_HR' / '2.png')).shape == (33, 39, 3)
+
+
 def test_interrupted_runs_continue_and_keep_finished_files(tmp_path):
     root = drealsr_fixture(tmp_path / 'DRealSR')
     arguments = ['drealsr', '--root', str(root), '--scale', '4', '--out', str(tmp_path / 'out')]
