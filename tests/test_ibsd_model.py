@@ -249,3 +249,12 @@ def test_student_gradient_clipping_is_applied_and_logged(tmp_path):
     assert seen['norm'] == pytest.approx(1e-3, rel=1e-3)
     with pytest.raises(ValueError, match='grad_clip_norm'):
         build_model(make_opt(tmp_path, ibsd={'grad_clip_norm': 0}))
+
+
+def test_basicsr_warm_up_scales_both_learning_rates(tmp_path):
+    model = build_model(make_opt(tmp_path, optim_est={'type': 'Adam', 'lr': 4e-4}))
+    model.update_learning_rate(1, warmup_iter=4)
+    assert model.optimizer_g.param_groups[0]['lr'] == pytest.approx(1e-3 / 4)
+    assert model.optimizer_est.param_groups[0]['lr'] == pytest.approx(4e-4 / 4)
+    model.update_learning_rate(3, warmup_iter=4)
+    assert model.optimizer_est.param_groups[0]['lr'] == pytest.approx(4e-4 * 3 / 4)
