@@ -110,7 +110,7 @@ def _run_pipeline(kind: str, option_file: Path, workdir: Path, *extra: str) -> N
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='ibsd-demo', description=__doc__.split('\n')[0])
     parser.add_argument('--workdir', default='ibsd_demo', help='folder for data, options and results')
-    parser.add_argument('--iters', type=int, default=500, help='training iterations of each run (default: 500)')
+    parser.add_argument('--iters', type=int, default=400, help='training iterations of each run (default: 400)')
     parser.add_argument('--seed', type=int, default=0, help='seed for the data set and training')
     args = parser.parse_args(argv)
     if args.iters < 1:
