@@ -50,7 +50,8 @@ def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: in
     val = {'name': 'default_val', 'type': 'PairedImageDataset', 'dataroot_gt': _relative(data['val_gt'], workdir),
            'dataroot_lq': _relative(data['val_lq'], workdir), 'io_backend': {'type': 'disk'}}
     train = {
-        'name': name, 'model_type': 'IBSDModel' if name == IBSD else 'SRModel', 'scale': 4, 'num_gpu': 'auto', 'manual_seed': seed,
+        'name': name, 'model_type': 'IBSDModel' if name == IBSD else 'SRModel', 'scale': 4, 'num_gpu': 'auto',
+        'manual_seed': seed,
         'datasets': {
             'train': {'name': 'default_train', 'type': 'PairedImageDataset',
                       'dataroot_gt': _relative(data['train_gt'], workdir),

@@ -70,7 +70,8 @@ def test_missing_lpips_weights_say_where_to_put_them(tmp_path, random_linear, mo
     monkeypatch.setattr(torch.hub, 'get_dir', lambda: str(tmp_path))
     lpips_metric.build_lpips.cache_clear()
     x, y = images()
-    with pytest.raises(FileNotFoundError, match=r'AlexNet backbone.*checkpoints/alexnet-owt-7be5be79.pth.*backbone_path'):
+    expected = r'AlexNet backbone.*checkpoints/alexnet-owt-7be5be79.pth.*backbone_path'
+    with pytest.raises(FileNotFoundError, match=expected):
         lpips_metric.calculate_lpips(x, y, linear_path=str(random_linear))
 
 

@@ -92,12 +92,15 @@ def test_interrupted_runs_continue_and_keep_finished_files(tmp_path):
     assert done.stat().st_mtime_ns == stamp and (tmp_path / 'out' / 'x4' / 'test_HR' / 'DSC_1460.png').is_file()
 
 
+TEST_HR, TEST_LR = Path('Test_x4') / 'test_HR', Path('Test_x4') / 'test_LR'
+
+
 @pytest.mark.parametrize('break_it, message', [
-    (lambda root: (root / 'Test_x4' / 'test_LR' / 'DSC_1460_x4.png').unlink(), r'unpaired files.*DSC_1460_x1.png'),
-    (lambda root: image(root / 'Test_x4' / 'test_LR' / 'DSC_1460_x4.png', 41, 40), r'DSC_1460_x1.png: size 160x160 is not x4'),
-    (lambda root: (root / 'Test_x4' / 'test_HR' / 'DSC_1460_x1.png').write_bytes(b'x'), 'DSC_1460_x1.png: not a readable'),
-    (lambda root: image(root / 'Test_x4' / 'test_HR' / 'DSC_1460_x1.png', 160, 160, grey=True), 'greyscale'),
-    (lambda root: __import__('shutil').rmtree(root / 'Test_x4' / 'test_LR'), 'DRealSR test LR folder .* does not exist'),
+    (lambda root: (root / TEST_LR / 'DSC_1460_x4.png').unlink(), r'unpaired files.*DSC_1460_x1.png'),
+    (lambda root: image(root / TEST_LR / 'DSC_1460_x4.png', 41, 40), r'DSC_1460_x1.png: size 160x160 is not x4'),
+    (lambda root: (root / TEST_HR / 'DSC_1460_x1.png').write_bytes(b'x'), 'DSC_1460_x1.png: not a readable'),
+    (lambda root: image(root / TEST_HR / 'DSC_1460_x1.png', 160, 160, grey=True), 'greyscale'),
+    (lambda root: __import__('shutil').rmtree(root / TEST_LR), 'DRealSR test LR folder .* does not exist'),
 ])
 def test_malformed_inputs_are_named(tmp_path, capsys, break_it, message):
     root = drealsr_fixture(tmp_path / 'DRealSR')
