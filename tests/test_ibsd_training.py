@@ -11,33 +11,24 @@ import torch
 
 from ibsd.archs.imdn_arch import IMDN
 from tests.conftest import REPO
-from tests.test_entry_points import SCRIPTS, make_pairs, paired, run, write_yaml
+from tests.test_entry_points import SCRIPTS, make_pairs, paired, run, train_options, write_yaml
 
 NETWORK = {'type': 'IMDN', 'num_feat': 16, 'num_block': 6, 'upscale': 2}
 
 
 def ibsd_options(name: str, data: Path, total_iter: int) -> dict:
-    return {
-        'name': name, 'model_type': 'IBSDModel', 'scale': 2, 'num_gpu': 0, 'manual_seed': 7,
-        'datasets': {
-            'train': paired('train', data / 'train', gt_size=32, use_hflip=True, use_rot=True,
-                            num_worker_per_gpu=0, batch_size_per_gpu=2, dataset_enlarge_ratio=1),
-            'val': paired('val', data / 'val')},
-        'network_g': NETWORK,
-        'path': {'pretrain_network_g': None, 'strict_load_g': True, 'resume_state': None},
-        'train': {
-            'ema_decay': 0.9, 'total_iter': total_iter, 'warmup_iter': -1,
-            'optim_g': {'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
-            'scheduler': {'type': 'MultiStepLR', 'milestones': [6], 'gamma': 0.5},
-            'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-            'mi_opt': {'type': 'IBCLUBLoss', 'loss_weight': 0.01, 'reduction': 'mean', 'mode': 'sampled'},
-            'wavelet_opt': {'type': 'WaveletHFLoss', 'loss_weight': 1.0, 'levels': 3},
-            'soft_target': {'source': 'snapshot', 'alpha_max': 0.8, 'ramp_iters': 8},
-        },
-        'val': {'val_freq': 4, 'save_img': False,
-                'metrics': {'psnr': {'type': 'calculate_psnr', 'crop_border': 2, 'test_y_channel': True}}},
-        'logger': {'print_freq': 1, 'save_checkpoint_freq': 4, 'use_tb_logger': False},
-    }
+    """The plain test run's options with IBSD's model and terms (4 iterations per epoch, saves every 4)."""
+    opt = train_options(name, NETWORK, data, 2, total_iter)
+    opt.update(model_type='IBSDModel', manual_seed=7)
+    opt['train'].update(
+        ema_decay=0.9, optim_g={'type': 'Adam', 'lr': 1e-3, 'betas': [0.9, 0.99]},
+        scheduler={'type': 'MultiStepLR', 'milestones': [6], 'gamma': 0.5},
+        mi_opt={'type': 'IBCLUBLoss', 'loss_weight': 0.01, 'reduction': 'mean', 'mode': 'sampled'},
+        wavelet_opt={'type': 'WaveletHFLoss', 'loss_weight': 1.0, 'levels': 3},
+        soft_target={'source': 'snapshot', 'alpha_max': 0.8, 'ramp_iters': 8})
+    opt['val']['val_freq'] = 4
+    opt['logger']['save_checkpoint_freq'] = 4
+    return opt
 
 
 @pytest.fixture
