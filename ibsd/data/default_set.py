@@ -102,7 +102,9 @@ def build_default_set(root: str | os.PathLike, config: DefaultSetConfig | None =
         shutil.rmtree(root)
     root.mkdir(parents=True)
     with seeded_global_random(config.seed):
-        _build(root, where, config)
+        train_pairs = _build(where, config)
+    where['manifest'].write_text(json.dumps({'config': wanted, 'train_pairs': train_pairs,
+                                             'val_pairs': len(config.val_photos)}, indent=2))
     return where
 
 
@@ -119,7 +121,8 @@ def seeded_global_random(seed: int):
         np.random.set_state(saved[1])
 
 
-def _build(root: Path, where: dict[str, Path], config: DefaultSetConfig) -> None:
+def _build(where: dict[str, Path], config: DefaultSetConfig) -> int:
+    """Write the training LMDBs and validation folders; return the number of training pairs."""
     rng = np.random.default_rng(config.seed)
 
     train_gt, train_lq = {}, {}
@@ -140,9 +143,7 @@ def _build(root: Path, where: dict[str, Path], config: DefaultSetConfig) -> None
         cv2.imwrite(str(where['val_lq'] / f'{name}.png'),
                     to_uint8(degrade_val(photo.astype(np.float32) / 255., config.scale)))
 
-    with tempfile.TemporaryDirectory(dir=root) as scratch:
+    with tempfile.TemporaryDirectory(dir=where['manifest'].parent) as scratch:
         _write_lmdb(train_gt, where['train_gt'], Path(scratch))
         _write_lmdb(train_lq, where['train_lq'], Path(scratch))
-    where['manifest'].write_text(json.dumps({'config': json.loads(json.dumps(asdict(config))),
-                                             'train_pairs': len(train_gt), 'val_pairs': len(config.val_photos)},
-                                            indent=2))
+    return len(train_gt)
