@@ -1,8 +1,20 @@
-"""Time of one training iteration: plain SRModel (L1) vs IBSDModel (L1 + CLUB + wavelet + teacher).
+"""Cost of one IBSD training iteration against its floor, with a per-part breakdown.
 
-The demo's setting by default: IMDN x4, batch 8, LR patch 32, CPU threads as torch chooses.
+The floor of an IBSD iteration is a plain ``SRModel`` iteration (L1) plus one no-grad forward of
+the teacher (the student's snapshot); the estimators are small 1x1-conv networks. All timings are
+taken in one process, interleaved (plain, teacher, IBSD, parts, plain, ...), after warm-up, and
+reported as min / median / max over the repeats.
 
-    python scripts/benchmark_ibsd_step.py [--batch 8 --patch 32 --iters 20]
+Parts of the IBSD step (each timed on its own, same shapes):
+- estimator step: forward, NLL, backward and Adam step of the estimators on detached nodes;
+- bound: the CLUB bound of every node pair, forward and backward into the nodes;
+- teacher: the snapshot teacher's no-grad forward;
+- wavelet: the wavelet loss against the soft target, forward and backward into the output;
+- bookkeeping: the rest (IBSD step - plain step - the parts above).
+
+    python scripts/benchmark_ibsd_step.py                        # the paper's setting, CPU
+    python scripts/benchmark_ibsd_step.py --device cuda --amp bf16
+    python scripts/benchmark_ibsd_step.py --batch 4 --patch 24 --threads 1
 """
 from __future__ import annotations
 
@@ -10,55 +22,169 @@ import argparse
 import statistics
 import tempfile
 import time
+from typing import Callable
 
 import torch
 
-import ibsd  # noqa: F401
+import ibsd  # noqa: F401  (registers the archs, losses and models)
 from basicsr.models import build_model
 
+ITER = 1000  # the iteration passed to optimize_parameters: past the ramp, alpha = alpha_max
 
-def options(model_type: str, folder: str) -> dict:
-    train = {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 2e-4}, 'total_iter': 1000,
+
+def options(model_type: str, folder: str, args: argparse.Namespace) -> dict:
+    train = {'ema_decay': 0, 'optim_g': {'type': 'Adam', 'lr': 2e-4}, 'total_iter': 10 * ITER,
              'scheduler': {'type': 'MultiStepLR', 'milestones': [10 ** 6], 'gamma': 0.5},
              'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0}}
+    if args.amp:
+        train['amp'] = args.amp
     if model_type == 'IBSDModel':
-        train.update(mi_opt={'type': 'IBCLUBLoss', 'loss_weight': 1e-3},
+        train.update(mi_opt={'type': 'IBCLUBLoss', 'loss_weight': 1e-3, 'mode': args.club},
                      wavelet_opt={'type': 'WaveletHFLoss', 'loss_weight': 1.0},
-                     soft_target={'source': 'snapshot', 'refresh_iters': 1, 'alpha_max': 0.8, 'ramp_iters': 1})
-    return {'name': 'bench', 'model_type': model_type, 'scale': 4, 'num_gpu': 0, 'is_train': True, 'dist': False,
-            'rank': 0, 'world_size': 1, 'manual_seed': 0,
-            'network_g': {'type': 'IMDN', 'num_feat': 64, 'num_block': 6, 'upscale': 4},
-            'network_est': {'type': 'IBEstimator', 'scale_eps': 1e-3}, 'datasets': {'train': {'gt_size': 128}},
+                     soft_target={'source': 'snapshot', 'refresh_iters': 10 * ITER, 'alpha_max': 0.8,
+                                  'ramp_iters': 1})
+    network = {'type': args.arch, 'upscale': args.scale}
+    if args.arch == 'RFDN':
+        network.update(num_feat=48, num_block=6, attention='cca')
+    return {'name': 'bench', 'model_type': model_type, 'scale': args.scale,
+            'num_gpu': 1 if args.device == 'cuda' else 0, 'is_train': True, 'dist': False,
+            'rank': 0, 'world_size': 1, 'manual_seed': 0, 'network_g': network,
+            'network_est': {'type': 'IBEstimator'}, 'datasets': {'train': {'gt_size': args.patch * args.scale}},
             'path': {'pretrain_network_g': None, 'resume_state': None, 'models': folder, 'training_states': folder},
             'train': train}
 
 
-def seconds_per_iteration(model_type: str, batch: int, patch: int, iters: int) -> float:
-    with tempfile.TemporaryDirectory() as folder:
-        model = build_model(options(model_type, folder))
-        lq = torch.rand(batch, 3, patch, patch)
-        model.feed_data({'lq': lq, 'gt': torch.rand(batch, 3, patch * 4, patch * 4)})
-        samples = []
-        for step in range(1, iters + 3):
-            start = time.perf_counter()
-            model.optimize_parameters(step)
-            if step > 2:  # the first steps allocate and take the first snapshot
-                samples.append(time.perf_counter() - start)
-        return statistics.median(samples)
+class Timer:
+    """Wall time of a callable, synchronising the device around it."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == 'cuda':
+            torch.cuda.synchronize(self.device)
+
+    def __call__(self, work: Callable[[], object]) -> float:
+        self.sync()
+        start = time.perf_counter()
+        work()
+        self.sync()
+        return time.perf_counter() - start
+
+
+def peak_memory(device: torch.device, work: Callable[[], object]) -> float | None:
+    """Peak allocated device memory of ``work`` in MiB (CUDA only)."""
+    if device.type != 'cuda':
+        return None
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    work()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) / 2 ** 20
+
+
+def build(model_type: str, folder: str, args: argparse.Namespace, batch: dict):
+    model = build_model(options(model_type, folder, args))
+    model.feed_data(batch)
+    return model
+
+
+def part_workloads(model) -> dict[str, Callable[[], object]]:
+    """The parts of an IBSD step, each a callable on tensors shaped as in the real step."""
+    student = model.get_bare_model(model.net_g)
+    with model.node_recorder.record():
+        output = model.net_g(model.lq)
+    nodes = [node.detach() for node in model.node_recorder.collect()]
+    output = output.detach()
+    target, _ = model.soft_target.target(ITER, model.lq, model.gt)
+
+    def estimator_step():
+        model._update_estimators(nodes)
+
+    def bound():
+        leaves = [node.clone().requires_grad_() for node in nodes]
+        with model.autocast():
+            bound_value = model._mi_bound(leaves)
+        bound_value.backward()
+
+    def teacher():
+        with model.autocast():
+            model.soft_target.teacher_output(model.lq, None)
+
+    def wavelet():
+        leaf = output.clone().requires_grad_()
+        model.cri_wav(leaf, target).backward()
+
+    del student
+    return {'estimator step': estimator_step, 'bound': bound, 'teacher': teacher, 'wavelet': wavelet}
+
+
+def summary(samples: list[float]) -> str:
+    return f'{min(samples):8.4f} {statistics.median(samples):8.4f} {max(samples):8.4f}'
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-    parser.add_argument('--batch', type=int, default=8)
-    parser.add_argument('--patch', type=int, default=32)
-    parser.add_argument('--iters', type=int, default=20)
+    parser.add_argument('--arch', default='IMDN', choices=('IMDN', 'RFDN'))
+    parser.add_argument('--scale', type=int, default=4)
+    parser.add_argument('--batch', type=int, default=16)
+    parser.add_argument('--patch', type=int, default=48, help='LR patch size')
+    parser.add_argument('--repeats', type=int, default=7)
+    parser.add_argument('--warmup', type=int, default=2)
+    parser.add_argument('--threads', type=int, default=None, help='CPU threads (default: as torch chooses)')
+    parser.add_argument('--device', default='cpu', choices=('cpu', 'cuda'))
+    parser.add_argument('--club', default='full', choices=('full', 'sampled'))
+    parser.add_argument('--amp', default=None, choices=('bf16', 'fp16'), help='autocast (CUDA only)')
     args = parser.parse_args()
-    plain = seconds_per_iteration('SRModel', args.batch, args.patch, args.iters)
-    ibsd_time = seconds_per_iteration('IBSDModel', args.batch, args.patch, args.iters)
-    print(f'IMDN x4, batch {args.batch}, LR patch {args.patch}, {torch.get_num_threads()} threads, '
-          f'median of {args.iters} iterations')
-    print(f'SRModel (L1):        {plain:.3f} s/iteration')
-    print(f'IBSDModel (all terms): {ibsd_time:.3f} s/iteration ({ibsd_time / plain:.2f}x)')
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    generator = torch.Generator().manual_seed(0)
+    lq = torch.rand(args.batch, 3, args.patch, args.patch, generator=generator)
+    hr_size = args.patch * args.scale
+    batch = {'lq': lq, 'gt': torch.rand(args.batch, 3, hr_size, hr_size, generator=generator)}
+    timer = Timer(device)
+
+    with tempfile.TemporaryDirectory() as folder:
+        plain = build('SRModel', folder, args, batch)
+        model = build('IBSDModel', folder, args, batch)
+        model.soft_target.set_snapshot(model.get_bare_model(model.net_g).state_dict(), 0)  # a teacher exists
+        parts = part_workloads(model)
+        steps: dict[str, Callable[[], object]] = {
+            'plain step': lambda: plain.optimize_parameters(ITER),
+            'teacher forward': parts['teacher'],
+            'IBSD step': lambda: model.optimize_parameters(ITER)}
+        steps.update((name, work) for name, work in parts.items() if name != 'teacher')
+        for _ in range(args.warmup):
+            for work in steps.values():
+                work()
+        samples: dict[str, list[float]] = {name: [] for name in steps}
+        for _ in range(args.repeats):
+            for name, work in steps.items():
+                samples[name].append(timer(work))
+        memory = {name: peak_memory(device, steps[name]) for name in ('plain step', 'IBSD step')}
+
+    medians = {name: statistics.median(values) for name, values in samples.items()}
+    floor = [p + t for p, t in zip(samples['plain step'], samples['teacher forward'])]
+    medians['floor'] = statistics.median(floor)
+    name = torch.cuda.get_device_name(device) if device.type == 'cuda' else f'CPU, {torch.get_num_threads()} threads'
+    print(f'{args.arch} x{args.scale}, batch {args.batch}, LR patch {args.patch}, {name}, CLUB {args.club}, '
+          f'amp {args.amp or "off"}; {args.repeats} repeats after {args.warmup} warm-up rounds')
+    print(f'{"seconds":24s} {"min":>8s} {"median":>8s} {"max":>8s}')
+    for label, values in (('plain step', samples['plain step']), ('teacher forward', samples['teacher forward']),
+                          ('floor (plain + teacher)', floor), ('IBSD step', samples['IBSD step'])):
+        print(f'{label:24s} {summary(values)}')
+    print(f'IBSD / plain: {medians["IBSD step"] / medians["plain step"]:.3f}   '
+          f'IBSD / floor: {medians["IBSD step"] / medians["floor"]:.3f}')
+    print('parts of the IBSD step (median, fraction of a plain step):')
+    bookkeeping = medians['IBSD step'] - medians['plain step'] - sum(
+        medians[part] for part in ('estimator step', 'bound', 'teacher forward', 'wavelet'))
+    for label, value in (('estimator step', medians['estimator step']), ('bound', medians['bound']),
+                         ('teacher', medians['teacher forward']), ('wavelet', medians['wavelet']),
+                         ('bookkeeping', bookkeeping)):
+        print(f'  {label:16s} {value:8.4f} s  {value / medians["plain step"]:6.3f}')
+    if memory['plain step'] is not None:
+        print(f'peak memory: plain {memory["plain step"]:.0f} MiB, IBSD {memory["IBSD step"]:.0f} MiB')
 
 
 if __name__ == '__main__':

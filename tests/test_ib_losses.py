@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ibsd.losses.ib_loss import IBCLUBLoss, LaplaceNLLLoss, mean_abs_deviation_across_batch
+from ibsd.losses.ib_loss import (BROADCAST_MAX_BATCH, CHUNK_ELEMENTS, IBCLUBLoss, LaplaceNLLLoss, mad_by_broadcast,
+                                 mad_by_sorting, mean_abs_deviation_across_batch, reduce_elements)
 
 SHAPE = (6, 4, 5, 7)
 
@@ -90,3 +91,63 @@ def test_losses_are_scalars_with_gradients(loss):
 def test_bad_options_are_named(factory, message):
     with pytest.raises(ValueError, match=message):
         factory()
+
+
+def autograd_reference(loss: str, mu, scale, y, reduction: str) -> torch.Tensor:
+    """The losses as the direct autograd composition of their formulas (the [B, B, ...] form)."""
+    if loss == 'club':
+        return reduce_elements((brute_force_mad(mu, y) - (mu - y).abs()) / scale, reduction)
+    return reduce_elements(torch.log(2 * scale) + (y - mu).abs() / scale, reduction, authors_axis=1)
+
+
+@pytest.mark.parametrize('reduction', ['mean', 'sum', 'authors'])
+@pytest.mark.parametrize('loss', ['club', 'nll'])
+def test_fused_losses_equal_the_autograd_formulas_with_gradients(loss, reduction):
+    torch.manual_seed(1)
+    inputs = [torch.randn(SHAPE, dtype=torch.float64, requires_grad=True),
+              (torch.rand(SHAPE, dtype=torch.float64) + 0.1).requires_grad_(),
+              torch.randn(SHAPE, dtype=torch.float64, requires_grad=True)]
+    module = IBCLUBLoss(reduction=reduction) if loss == 'club' else LaplaceNLLLoss(reduction=reduction)
+    fused, reference = module(*inputs), autograd_reference(loss, *inputs, reduction)
+    assert torch.allclose(fused, reference, rtol=1e-12)
+    for a, b in zip(torch.autograd.grad(fused, inputs), torch.autograd.grad(reference, inputs)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-14)
+
+
+@pytest.mark.parametrize('kernel', [mad_by_broadcast, mad_by_sorting])
+def test_both_deviation_kernels_equal_brute_force_with_gradients(kernel, monkeypatch):
+    monkeypatch.setitem(CHUNK_ELEMENTS, 'cpu', 100)  # several chunks, one shorter than the others
+    mu = torch.randn(SHAPE, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(SHAPE, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(SHAPE, dtype=torch.float64)
+    assert torch.allclose(kernel(mu, y), brute_force_mad(mu, y))
+    for a, b in zip(torch.autograd.grad((kernel(mu, y) * weights).sum(), (mu, y)),
+                    torch.autograd.grad((brute_force_mad(mu, y) * weights).sum(), (mu, y))):
+        assert torch.allclose(a, b)
+
+
+def test_large_batches_take_the_sorting_kernel_and_agree():
+    torch.manual_seed(0)
+    mu, y = torch.randn(40, 2, 3, 3), torch.randn(40, 2, 3, 3)
+    scale = torch.rand(40, 2, 3, 3) + 0.5
+    assert mu.shape[0] > BROADCAST_MAX_BATCH
+    expected = autograd_reference('club', mu.double(), scale.double(), y.double(), 'mean')
+    assert IBCLUBLoss()(mu, scale, y).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_authors_estimator_reduction_sums_over_channels_as_their_learning_loss():
+    """Their learning_loss: (log(2b) + |y - mu| / b).sum(dim=1).mean() (less their constant)."""
+    mu, y, scale = torch.randn(SHAPE), torch.randn(SHAPE), torch.rand(SHAPE) + 0.1
+    per_element = torch.log(2 * scale) + (y - mu).abs() / scale
+    value = LaplaceNLLLoss(reduction='authors')(mu, scale, y)
+    assert torch.allclose(value, per_element.sum(dim=1).mean())
+    assert not torch.allclose(value, per_element.sum(dim=-1).mean())  # C = 4 differs from W = 7
+
+
+def test_half_precision_inputs_are_computed_in_float32():
+    mu, y, scale = torch.randn(SHAPE), torch.randn(SHAPE), torch.rand(SHAPE) + 0.1
+    for loss in (IBCLUBLoss(), LaplaceNLLLoss()):
+        low = loss(mu.bfloat16(), scale.bfloat16(), y.bfloat16())
+        assert low.dtype == torch.float32
+        exact = loss(mu.bfloat16().float(), scale.bfloat16().float(), y.bfloat16().float())
+        assert torch.equal(low, exact)

@@ -80,3 +80,25 @@ def test_loss_equals_the_weighted_sum_of_band_l1_means():
 def test_loss_rejects_bad_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         WaveletHFLoss(**kwargs)
+
+
+@pytest.mark.parametrize('mode', ['zero', 'reflect', 'periodization'])
+def test_one_transform_of_the_difference_equals_two_transforms_for_every_padding(mode):
+    pred, target = torch.rand(2, 3, 21, 19, dtype=torch.float64, requires_grad=True), torch.rand(2, 3, 21, 19)
+    _, pred_bands = haar_dwt(pred, 3, mode)
+    _, target_bands = haar_dwt(target.double(), 3, mode)
+    expected = sum((p - t).abs().mean() for p, t in zip(pred_bands, target_bands))
+    value = WaveletHFLoss(levels=3, mode=mode)(pred, target.double())
+    assert torch.allclose(value, expected, rtol=1e-12)
+    assert torch.allclose(*(torch.autograd.grad(v, pred, retain_graph=True)[0] for v in (value, expected)))
+
+
+def test_soft_target_from_the_detached_current_output_leaves_the_l1_gradient_unchanged():
+    """Why there is no 'current' soft-target source: its gradient is the alpha = 0 gradient."""
+    torch.manual_seed(0)
+    sr, hr = torch.rand(2, 3, 32, 32, requires_grad=True), torch.rand(2, 3, 32, 32)
+    loss = WaveletHFLoss()
+    reference = torch.autograd.grad(loss(sr, hr), sr)[0]
+    for alpha in (0.1, 0.5, 0.8):
+        mixed = torch.autograd.grad(loss(sr, (1 - alpha) * hr + alpha * sr.detach()), sr)[0]
+        assert torch.equal(mixed, reference)

@@ -62,7 +62,8 @@ class RFDN(nn.Module):
         img_range: Pixel range the weights expect; inputs in [0, 1] are multiplied by it and the
             output divided by it. ``RFDN_AIM.pth`` needs 255. Default: 1.
         share_block4: Reproduce the authors' bug of computing blocks 5 and 6 with block 4.
-            Default: False (the correct network).
+            The unused blocks' parameters get ``requires_grad=False``, so that DDP needs no
+            ``find_unused_parameters``. Default: False (the correct network).
     """
 
     def __init__(self, num_in_ch: int = 3, num_out_ch: int = 3, num_feat: int = 50, num_block: int = 4,
@@ -83,6 +84,9 @@ class RFDN(nn.Module):
         self.c = fusion_conv(num_feat * num_block, num_feat)
         self.LR_conv = same_conv(num_feat, num_feat, 3)
         self.upsampler = pixel_shuffle_upsampler(num_feat, num_out_ch, upscale)
+        if share_block4:  # B5.. never run: no gradient, so optimizers skip them and DDP expects none
+            for index in range(5, num_block + 1):
+                getattr(self, f'B{index}').requires_grad_(False)
 
     def block_call_names(self) -> list[str]:
         """Node names of the block outputs in forward order (``B4@2`` = block 4's second call)."""

@@ -73,10 +73,15 @@ class NodeRecorder:
         return store
 
     def collect(self) -> list[torch.Tensor]:
-        """The node tensors of the last recorded forward, checked for a common spatial size."""
+        """The node tensors of the last recorded forward, checked for a common spatial size.
+
+        The recorder lets go of them: the caller owns the only references (no tens of MB of
+        activations kept alive between training steps).
+        """
+        outputs, self._outputs = self._outputs, {}
         tensors = []
         for node, (name, call) in zip(self.nodes, self.parsed):
-            calls = self._outputs.get(name, [])
+            calls = outputs.get(name, [])
             if len(calls) < call:
                 raise ValueError(f"{NODE_OPTION}: node '{node}' did not run (module '{name}' ran {len(calls)} "
                                  f'time(s) in the forward pass)')

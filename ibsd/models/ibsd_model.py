@@ -13,18 +13,20 @@ continues as the uninterrupted one would.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 from collections import OrderedDict
 from copy import deepcopy
+from typing import Iterator, Mapping
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from basicsr.archs import build_network
 from basicsr.losses import build_loss
 from basicsr.models import lr_scheduler
 from basicsr.utils import get_root_logger
-from basicsr.utils.dist_util import master_only
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
@@ -34,6 +36,11 @@ from ibsd.models.tiled_sr_model import TiledSRModel
 SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
               'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
 PROBE_SIZE = 48
+AMP_DTYPES = {'bf16': torch.bfloat16}
+DATAPARALLEL_MESSAGE = (
+    'IBSDModel does not train under DataParallel (num_gpu > 1 without a launcher): its replicas share the '
+    "student's forward hooks, so the recorded nodes would mix replicas. Train on several GPUs with DDP: "
+    'torchrun --nproc_per_node=N -m ibsd.train -opt X.yml --launcher pytorch (or set num_gpu: 1)')
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, options: dict, key: str):
@@ -45,9 +52,10 @@ def build_scheduler(optimizer: torch.optim.Optimizer, options: dict, key: str):
 
 
 def random_states() -> dict:
+    """This process's random states (its own CUDA device only: under DDP each rank has one)."""
     states = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
-    if torch.cuda.is_available():
-        states['cuda'] = torch.cuda.get_rng_state_all()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states['cuda'] = torch.cuda.get_rng_state()
     return states
 
 
@@ -55,8 +63,54 @@ def set_random_states(states: dict) -> None:
     random.setstate(states['python'])
     np.random.set_state(states['numpy'])
     torch.set_rng_state(states['torch'].cpu())
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in states['cuda']])
+    cuda = states.get('cuda')
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, (list, tuple)):  # states written before per-rank saving: one per device
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+        else:
+            torch.cuda.set_rng_state(cuda.cpu())
+
+
+def gather_random_states(opt: Mapping) -> list[dict]:
+    """Every rank's random states, in rank order (on every rank; one collective under DDP)."""
+    states = random_states()
+    if not (opt.get('dist') and dist.is_available() and dist.is_initialized()):
+        return [states]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, states)
+    return gathered
+
+
+def pick_random_states(saved, rank: int) -> dict:
+    """This rank's states from a training state (a per-rank list, or one dict from older states)."""
+    if isinstance(saved, dict):
+        return saved
+    if rank >= len(saved):
+        get_root_logger().warning(f'The training state holds random states for {len(saved)} process(es); '
+                                  f'rank {rank} continues from rank 0\'s')
+        return saved[0]
+    return saved[rank]
+
+
+def stack_log_values(values, device: torch.device) -> torch.Tensor:
+    """Log values (tensors on any device, or numbers) as one float32 vector on ``device``.
+
+    BasicSR stacks the loss dict for the DDP reduction, which fails when one value lives on
+    another device; moving each value here makes the reduction safe by construction.
+    """
+    return torch.stack([torch.as_tensor(v).detach().to(device=device, dtype=torch.float32).mean() for v in values])
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """``module`` with no parameter requiring gradients; each parameter's own flag comes back after."""
+    flags = [(p, p.requires_grad) for p in module.parameters()]
+    module.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for parameter, flag in flags:
+            parameter.requires_grad_(flag)
 
 
 @MODEL_REGISTRY.register()
@@ -64,7 +118,12 @@ class IBSDModel(TiledSRModel):
     """SRModel + IBSD (see the module docstring and the README for every YAML key); tiling as TiledSRModel."""
 
     def init_training_settings(self):
+        if isinstance(self.net_g, torch.nn.DataParallel):
+            raise ValueError(DATAPARALLEL_MESSAGE)
         train_opt = self.opt['train']
+        self.amp_dtype = self._amp_dtype(train_opt.get('amp'))
+        self._log_names: list[str] = []
+        self._log_values: torch.Tensor | None = None
         ibsd_opt = train_opt.get('ibsd') or {}
         self.estimator_steps = int(ibsd_opt.get('estimator_steps', 1))
         if self.estimator_steps < 1:
@@ -88,6 +147,24 @@ class IBSDModel(TiledSRModel):
         super().init_training_settings()
 
     # ----------------------------------------------------------------------------- set-up
+    def _amp_dtype(self, amp) -> torch.dtype | None:
+        """``train: amp``: ``~`` (off) or ``bf16`` (autocast on CUDA; the IB terms stay float32)."""
+        if amp in (None, False, 'none', 'off'):
+            return None
+        if amp not in AMP_DTYPES:
+            raise ValueError(f"train:amp: must be ~ (off) or one of {sorted(AMP_DTYPES)}, got '{amp}' (fp16 would "
+                             'need a gradient scaler for both optimizers; bf16 does not)')
+        if self.device.type != 'cuda':
+            raise ValueError(f"train:amp: {amp} autocast is for CUDA training; this run is on {self.device.type}: "
+                             'remove train:amp')
+        return AMP_DTYPES[amp]
+
+    def autocast(self) -> contextlib.AbstractContextManager:
+        """Autocast for the forward passes when ``train: amp`` is on, else a no-op."""
+        if getattr(self, 'amp_dtype', None) is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
+
     def _probe_node_channels(self) -> list[int]:
         """Channels of each node, from one forward pass of a small zero input."""
         bare = self.get_bare_model(self.net_g)
@@ -164,42 +241,48 @@ class IBSDModel(TiledSRModel):
 
         The bare estimator is used, so that a DDP wrapper only ever sees the estimator step.
         """
-        estimator = self.get_bare_model(self.net_est)
-        estimator.requires_grad_(False)
-        try:
+        with frozen(self.get_bare_model(self.net_est)) as estimator:
             return self._estimator_terms(estimator, self.cri_mi, nodes)
-        finally:
-            estimator.requires_grad_(True)
 
-    def optimize_parameters(self, current_iter):
-        student = self.get_bare_model(self.net_g)
-        if self.soft_target is not None:
-            self.soft_target.refresh_if_due(current_iter, student)
-        self.optimizer_g.zero_grad()
-        loss_dict = OrderedDict()
-        if self.net_est is not None:
+    def _student_forward(self) -> list[torch.Tensor] | None:
+        """Run the student on the batch (``self.output``); its nodes when the MI term is on."""
+        with self.autocast():
+            if self.net_est is None:
+                self.output = self.net_g(self.lq)
+                return None
             with self.node_recorder.record():
                 self.output = self.net_g(self.lq)
-            nodes = self.node_recorder.collect()
-            loss_dict['l_est'] = self._update_estimators(nodes)
-        else:
-            self.output = self.net_g(self.lq)
+        return self.node_recorder.collect()
+
+    def optimize_parameters(self, current_iter):
+        if self.soft_target is not None:
+            self.soft_target.refresh_if_due(current_iter, self.get_bare_model(self.net_g))
+        self.optimizer_g.zero_grad()
+        loss_dict = OrderedDict()
+        nodes = self._student_forward()
+        if nodes is not None:
+            with self.autocast():
+                loss_dict['l_est'] = self._update_estimators(nodes)
+        output = self.output.float()  # every loss in float32, also under bf16 autocast
 
         l_total = 0
         if self.cri_pix:
-            loss_dict['l_pix'] = self.cri_pix(self.output, self.gt)
+            loss_dict['l_pix'] = self.cri_pix(output, self.gt)
             l_total = l_total + loss_dict['l_pix']
-        if self.net_est is not None:
-            loss_dict['l_mi'] = self._mi_bound(nodes)
+        if nodes is not None:
+            with self.autocast():
+                loss_dict['l_mi'] = self._mi_bound(nodes)
             l_total = l_total + loss_dict['l_mi']
+            del nodes  # the graph keeps what backward needs; nothing outlives the step
         if self.cri_wav is not None:
             ema = getattr(self, 'net_g_ema', None)
-            target, alpha = self.soft_target.target(current_iter, self.lq, self.gt, self.output, ema)
-            loss_dict['l_wav'] = self.cri_wav(self.output, target)
-            loss_dict['alpha'] = torch.tensor(alpha)
+            with self.autocast():
+                target, alpha = self.soft_target.target(current_iter, self.lq, self.gt, ema)
+            loss_dict['l_wav'] = self.cri_wav(output, target)
+            loss_dict['alpha'] = alpha
             l_total = l_total + loss_dict['l_wav']
         if self.cri_perceptual:
-            l_percep, l_style = self.cri_perceptual(self.output, self.gt)
+            l_percep, l_style = self.cri_perceptual(output, self.gt)
             for name, value in (('l_percep', l_percep), ('l_style', l_style)):
                 if value is not None:
                     loss_dict[name] = value
@@ -212,9 +295,33 @@ class IBSDModel(TiledSRModel):
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
+    # ----------------------------------------------------------------------------- logging
+    def reduce_loss_dict(self, loss_dict):
+        """BasicSR's reduction (mean over ranks) without a host synchronisation per term.
+
+        The values are stacked on the model's device (see :func:`stack_log_values`) and reduced
+        in one collective; they are read back only when the log is asked for.
+        """
+        self._log_names = list(loss_dict)
+        if not self._log_names:
+            self._log_values = None
+            return OrderedDict()
+        values = stack_log_values(loss_dict.values(), self.device)
+        if self.opt['dist']:
+            dist.reduce(values, dst=0)
+            if self.opt['rank'] == 0:
+                values /= self.opt['world_size']
+        self._log_values = values
+        return None
+
+    def get_current_log(self):
+        if self._log_values is None:
+            return OrderedDict()
+        return OrderedDict(zip(self._log_names, self._log_values.tolist()))
+
     # ----------------------------------------------------------------------------- state
     def training_extras(self) -> dict:
-        extras = {'random': random_states()}
+        extras = {}
         if self.net_est is not None:
             extras['net_est'] = self.get_bare_model(self.net_est).state_dict()
             extras['mi_generator'] = self.cri_mi.generator.get_state()
@@ -222,14 +329,19 @@ class IBSDModel(TiledSRModel):
             extras['soft_target'] = self.soft_target.state_dict()
         return extras
 
-    @master_only
     def save_training_state(self, epoch, current_iter):
-        """BasicSR's training state plus IBSD's extras (``'ibsd'``).
+        """BasicSR's training state plus IBSD's extras (``'ibsd'``), written by rank 0.
 
-        A state saved on the last iteration of an epoch records the next epoch, so that resuming
-        starts there instead of replaying the finished epoch (BasicSR restarts the saved epoch).
+        Every rank calls this (as BasicSR's loop does): the random states of all ranks are
+        gathered, so that each rank resumes its own streams. A state saved on the last iteration
+        of an epoch records the next epoch, so that resuming starts there instead of replaying the
+        finished epoch (BasicSR restarts the saved epoch).
         """
         if current_iter == -1:
+            return
+        extras = self.training_extras()
+        extras['random'] = gather_random_states(self.opt)
+        if self.opt.get('rank', 0) != 0:
             return
         per_epoch = self.opt.get('iters_per_epoch')
         if per_epoch and current_iter % per_epoch == 0:
@@ -237,7 +349,7 @@ class IBSDModel(TiledSRModel):
         state = {'epoch': epoch, 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers],
-                 'ibsd': self.training_extras()}
+                 'ibsd': extras}
         path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
         temporary = path + '.tmp'
         torch.save(state, temporary)
@@ -252,4 +364,4 @@ class IBSDModel(TiledSRModel):
         if self.soft_target is not None and 'soft_target' in extras:
             self.soft_target.load_state_dict(extras['soft_target'])
         if 'random' in extras:
-            set_random_states(extras['random'])
+            set_random_states(pick_random_states(extras['random'], self.opt.get('rank', 0)))

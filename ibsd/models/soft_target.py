@@ -8,7 +8,12 @@ The teacher prediction is never differentiated. Sources (``soft_target: source``
   iterations (default: every epoch), re-run on the current LR batch ("the model of the previous
   epoch"). Before the first refresh there is no teacher and the target is HR.
 - ``ema``: BasicSR's EMA network (``train: ema_decay > 0``).
-- ``current``: the student's own current output, detached.
+
+There is no "current output" source: with an L1 loss on a linear transform W, the gradient of
+|W(SR) - (1 - a) W(HR) - a W(SR).detach()| has the sign of W(SR) - W(HR), so that target would
+train exactly as alpha = 0. With a snapshot or EMA teacher T, the L1 gradient keeps its size and
+changes sign only where a |W(SR) - W(T)| > (1 - a) |W(SR) - W(HR)|: where the teacher lies on
+the other side of the output, further than the (shrunk) HR target does.
 """
 from __future__ import annotations
 
@@ -17,7 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-SOURCES = ('snapshot', 'ema', 'current')
+SOURCES = ('snapshot', 'ema')
+REMOVED_SOURCES = {'current': 'with the L1 wavelet loss it trains exactly as alpha = 0 (see the README)'}
 OPTION = 'train:soft_target'
 
 
@@ -25,7 +31,7 @@ class ProgressiveSoftTarget:
     """Builds T_t and owns the snapshot teacher.
 
     Args:
-        source: ``'snapshot'``, ``'ema'`` or ``'current'``.
+        source: ``'snapshot'`` or ``'ema'``.
         alpha_max: alpha_T, the final mixing weight (0.8 in PS-KD).
         ramp_iters: Iterations over which alpha rises linearly from 0 to ``alpha_max``.
         refresh_iters: Snapshot period in iterations (``snapshot`` only).
@@ -34,6 +40,9 @@ class ProgressiveSoftTarget:
 
     def __init__(self, source: str, alpha_max: float, ramp_iters: int, refresh_iters: int | None,
                  build_student: Callable[[], nn.Module]):
+        if source in REMOVED_SOURCES:
+            raise ValueError(f"{OPTION}: source '{source}' is not offered: {REMOVED_SOURCES[source]}; "
+                             f'use one of {SOURCES}')
         if source not in SOURCES:
             raise ValueError(f"{OPTION}: source must be one of {SOURCES}, got '{source}'")
         if not 0 <= alpha_max <= 1:
@@ -71,25 +80,27 @@ class ProgressiveSoftTarget:
         self.snapshot_iter = taken_at
 
     @torch.no_grad()
-    def teacher_output(self, lq: torch.Tensor, output: torch.Tensor, ema: nn.Module | None) -> torch.Tensor | None:
-        if self.source == 'current':
-            return output.detach()
+    def teacher_output(self, lq: torch.Tensor, ema: nn.Module | None) -> torch.Tensor | None:
+        """The teacher's prediction for ``lq`` (``None`` before the first snapshot), never differentiated."""
         if self.source == 'ema':
             if ema is None:
                 raise ValueError(f'{OPTION}: source ema needs train: ema_decay > 0')
             return ema(lq)
         return None if self.snapshot is None else self.snapshot(lq)
 
-    def target(self, current_iter: int, lq: torch.Tensor, hr: torch.Tensor, output: torch.Tensor,
+    def target(self, current_iter: int, lq: torch.Tensor, hr: torch.Tensor,
                ema: nn.Module | None = None) -> tuple[torch.Tensor, float]:
-        """T_t for this batch and the alpha actually used (0 while there is no teacher)."""
+        """T_t for this batch (float32) and the alpha actually used (0 while there is no teacher).
+
+        The teacher runs only when alpha > 0 and a teacher exists.
+        """
         alpha = self.alpha(current_iter)
         if alpha == 0:
             return hr, 0.0
-        teacher = self.teacher_output(lq, output, ema)
+        teacher = self.teacher_output(lq, ema)
         if teacher is None:
             return hr, 0.0
-        return (1 - alpha) * hr + alpha * teacher.detach(), alpha
+        return (1 - alpha) * hr + alpha * teacher.detach().to(hr.dtype), alpha
 
     def state_dict(self) -> dict:
         return {'snapshot': None if self.snapshot is None else self.snapshot.state_dict(),
