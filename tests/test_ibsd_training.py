@@ -90,28 +90,50 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_ddp_training_on_cpu(workdir):
-    """``torchrun --nproc_per_node 2 ... --launcher pytorch`` on CPU (gloo), IBSD included.
+def torchrun(workdir: Path, option_file: Path, *extra: str) -> str:
+    """``torchrun --nproc_per_node 2 ibsd/train.py ... --launcher pytorch`` on CPU (gloo); its output.
 
     One retry on a fresh port: the port chosen here can be taken by another process before
     torchrun binds it, which says nothing about the code under test.
     """
-    options = ibsd_options('ddp', workdir / 'data', 4)
-    options['train']['mi_opt']['mode'] = 'full'
-    option_file = write_yaml(workdir / 'ddp.yml', options)
     outputs = []
     for _ in range(2):
         result = subprocess.run(
             [str(SCRIPTS / 'torchrun'), '--nproc_per_node', '2', '--master_addr', '127.0.0.1', '--master_port',
-             str(free_port()), str(REPO / 'ibsd' / 'train.py'), '-opt', str(option_file), '--launcher', 'pytorch'],
-            cwd=workdir, capture_output=True, text=True, timeout=600,
+             str(free_port()), str(REPO / 'ibsd' / 'train.py'), '-opt', str(option_file), '--launcher', 'pytorch',
+             *extra], cwd=workdir, capture_output=True, text=True, timeout=600,
             env={**os.environ, 'OMP_NUM_THREADS': '1', 'GLOO_SOCKET_IFNAME': 'lo'})
         outputs.append(result.stdout + result.stderr)
         if result.returncode == 0:
-            break
-    else:
-        raise AssertionError('\n---- retry ----\n'.join(o[-3000:] for o in outputs))
-    assert 'World size (gpu number): 2' in outputs[-1]
-    saved = torch.load(models_of(workdir, 'ddp') / 'net_g_latest.pth', weights_only=True)
-    IMDN(num_feat=16, num_block=6, upscale=2).load_state_dict(saved['params'], strict=True)
+            return outputs[-1]
+    raise AssertionError('\n---- retry ----\n'.join(o[-3000:] for o in outputs))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_training_resumes_each_rank_exactly(workdir):
+    """2-process DDP on CPU, IBSD included: 4 + 4 resumed iterations equal 8 uninterrupted ones.
+
+    Each rank draws its own crops from its own random streams, so this holds only when every
+    rank gets its own streams back (a state with rank 0's streams on both ranks diverges).
+    """
+    def options(name: str, total_iter: int) -> Path:
+        opt = ibsd_options(name, workdir / 'data', total_iter)
+        opt['train']['mi_opt']['mode'] = 'full'
+        opt['logger']['save_checkpoint_freq'] = 4  # 2 iterations per epoch on each of 2 ranks
+        return write_yaml(workdir / f'{name}.yml', opt)
+
+    output = torchrun(workdir, options('ddp', 8))
+    assert 'World size (gpu number): 2' in output
+    state = torch.load(workdir / 'experiments' / 'ddp' / 'training_states' / '4.state', weights_only=False)
+    per_rank = state['ibsd']['random']
+    assert len(per_rank) == 2 and not torch.equal(per_rank[0]['torch'], per_rank[1]['torch'])
+
+    halves = options('ddp_halves', 4)
+    torchrun(workdir, halves)
+    output = torchrun(workdir, halves, '--auto_resume', '--force_yml', 'train:total_iter=8')
+    assert 'Resuming training from' in output
+    resumed = torch.load(models_of(workdir, 'ddp_halves') / 'net_g_8.pth', weights_only=True)
+    straight = torch.load(models_of(workdir, 'ddp') / 'net_g_8.pth', weights_only=True)
+    IMDN(num_feat=16, num_block=6, upscale=2).load_state_dict(straight['params'], strict=True)
+    for key in ('params', 'params_ema'):
+        assert all(torch.equal(resumed[key][k], straight[key][k]) for k in straight[key]), key
