@@ -17,6 +17,16 @@ def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     pipeline(os.getcwd())
+    _close_process_group()
+
+
+def _close_process_group() -> None:
+    """End a ``--launcher`` run together: BasicSR leaves its process group open, and a rank that
+    exits while rank 0 still validates can abort in the backend's teardown (seen with gloo)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train_main(argv: Sequence[str] | None = None) -> None:
