@@ -13,7 +13,7 @@ log=${OUT:-/tmp}/gpu_checks.txt
   for amp in "" "--amp bf16"; do
     # shellcheck disable=SC2086
     "$python" -m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port $port \
-      scripts/check_ibsd_ddp.py --device cuda $amp 2>&1 | grep -E '^(ok|FAIL) '
+      scripts/check_ibsd_ddp.py --device cuda $amp 2>&1 | grep -vE ' (INFO|WARNING): |^\s*$'
     port=$((port + 1))
   done
   "$python" scripts/benchmark_ibsd_step.py --device cuda --repeats 20 --warmup 5

@@ -84,6 +84,21 @@ def test_dataparallel_is_refused_with_the_ddp_command(tmp_path, monkeypatch):
         build_model(make_opt(tmp_path))
 
 
+def test_training_without_a_launcher_uses_one_gpu_not_dataparallel(tmp_path, monkeypatch):
+    seen = {}
+
+    def record_and_stop(self, opt):
+        seen['num_gpu'] = opt['num_gpu']
+        raise RuntimeError('stop before any device is touched')
+
+    monkeypatch.setattr(IBSDModel.__mro__[1], '__init__', record_and_stop)
+    opt = make_opt(tmp_path)
+    opt['num_gpu'] = 4  # num_gpu: auto on a 4-GPU machine
+    with pytest.raises(RuntimeError, match='stop before'):
+        IBSDModel(opt)
+    assert seen['num_gpu'] == 1
+
+
 def test_estimator_parameters_frozen_by_the_user_stay_frozen(tmp_path):
     model = build_model(make_opt(tmp_path))
     frozen = model.net_est.pairs[0].mean[0].weight
@@ -146,8 +161,9 @@ def test_each_rank_resumes_its_own_random_streams():
     first, second = random_states(), (torch.manual_seed(123), random_states())[1]
     saved = [first, second]
     assert pick_random_states(saved, 1) is second and pick_random_states(saved, 0) is first
-    assert pick_random_states(first, 3) is first  # states written by one process before per-rank saving
-    assert pick_random_states(saved, 2) is first  # more ranks than saved: rank 0's streams, with a warning
+    assert pick_random_states(first, 0) is first  # states written by one process before per-rank saving
+    assert pick_random_states(first, 3) is None  # more ranks than saved: keep the seeded streams
+    assert pick_random_states(saved, 2) is None
 
 
 def test_training_state_holds_the_random_states_per_rank(tmp_path):

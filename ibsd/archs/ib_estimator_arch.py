@@ -38,7 +38,10 @@ def _head(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def softplus(z: torch.Tensor) -> torch.Tensor:
-    """log(1 + exp(z)), overflow-free, from elementwise ops that are fast on every device."""
+    """log(1 + exp(z)); on CPU from elementwise ops several times faster than ``F.softplus`` there
+    (the same function up to float rounding: below z = -17, log(1 + exp(z)) rounds to 0)."""
+    if z.device.type != 'cpu':
+        return F.softplus(z)  # one fused kernel on accelerators
     return F.relu(z) + torch.log(1 + torch.exp(-z.abs()))
 
 

@@ -123,6 +123,7 @@ class _BroadcastMAD(torch.autograd.Function):
         return _broadcast_mad_values(mu, y)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         mu, y = ctx.saved_tensors
         batch = mu.shape[0]
@@ -176,6 +177,7 @@ class _FullCLUBSum(torch.autograd.Function):
         return (gap / scale).sum()
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         mu, scale, y, difference, gap = ctx.saved_tensors
         weights = grad_out / scale
@@ -207,6 +209,7 @@ class _LaplaceNLLSum(torch.autograd.Function):
         return ratio.sum() + torch.log(2 * scale).sum()
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         scale, residual, ratio = ctx.saved_tensors
         weights = grad_out / scale

@@ -66,7 +66,9 @@ def set_random_states(states: dict) -> None:
     cuda = states.get('cuda')
     if cuda is not None and torch.cuda.is_available():
         if isinstance(cuda, (list, tuple)):  # states written before per-rank saving: one per device
-            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+            device = torch.cuda.current_device()
+            if device < len(cuda):
+                torch.cuda.set_rng_state(cuda[device].cpu())
         else:
             torch.cuda.set_rng_state(cuda.cpu())
 
@@ -81,14 +83,18 @@ def gather_random_states(opt: Mapping) -> list[dict]:
     return gathered
 
 
-def pick_random_states(saved, rank: int) -> dict:
-    """This rank's states from a training state (a per-rank list, or one dict from older states)."""
+def pick_random_states(saved, rank: int) -> dict | None:
+    """This rank's states from a training state (a per-rank list, or one dict from older states).
+
+    ``None`` for a rank the state has no streams for: it keeps the streams BasicSR seeded
+    (``manual_seed + rank``) instead of drawing the same numbers as another rank.
+    """
     if isinstance(saved, dict):
-        return saved
+        saved = [saved]
     if rank >= len(saved):
         get_root_logger().warning(f'The training state holds random states for {len(saved)} process(es); '
-                                  f'rank {rank} continues from rank 0\'s')
-        return saved[0]
+                                  f'rank {rank} keeps its freshly seeded random streams')
+        return None
     return saved[rank]
 
 
@@ -98,7 +104,11 @@ def stack_log_values(values, device: torch.device) -> torch.Tensor:
     BasicSR stacks the loss dict for the DDP reduction, which fails when one value lives on
     another device; moving each value here makes the reduction safe by construction.
     """
-    return torch.stack([torch.as_tensor(v).detach().to(device=device, dtype=torch.float32).mean() for v in values])
+    def on_device(value) -> torch.Tensor:
+        if isinstance(value, (int, float)):  # a fill on the device: no blocking host-to-device copy
+            return torch.full((), float(value), device=device, dtype=torch.float32)
+        return value.detach().to(device=device, dtype=torch.float32).mean()
+    return torch.stack([on_device(v) for v in values])
 
 
 @contextlib.contextmanager
@@ -116,6 +126,14 @@ def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 @MODEL_REGISTRY.register()
 class IBSDModel(TiledSRModel):
     """SRModel + IBSD (see the module docstring and the README for every YAML key); tiling as TiledSRModel."""
+
+    def __init__(self, opt):
+        if opt.get('is_train') and not opt.get('dist') and int(opt.get('num_gpu') or 0) > 1:
+            # num_gpu: auto on a multi-GPU machine without a launcher would mean DataParallel
+            get_root_logger().warning(f"IBSDModel trains on one GPU without a launcher (num_gpu was "
+                                      f"{opt['num_gpu']}). {DATAPARALLEL_MESSAGE.split('. ', 1)[1]}")
+            opt['num_gpu'] = 1
+        super().__init__(opt)
 
     def init_training_settings(self):
         if isinstance(self.net_g, torch.nn.DataParallel):
@@ -231,7 +249,8 @@ class IBSDModel(TiledSRModel):
         detached = [node.detach() for node in nodes]
         for _ in range(self.estimator_steps):
             self.optimizer_est.zero_grad()
-            l_est = self._estimator_terms(self.net_est, self.cri_est, detached)
+            with self.autocast():
+                l_est = self._estimator_terms(self.net_est, self.cri_est, detached)
             l_est.backward()
             self.optimizer_est.step()
         return l_est.detach()
@@ -261,8 +280,7 @@ class IBSDModel(TiledSRModel):
         loss_dict = OrderedDict()
         nodes = self._student_forward()
         if nodes is not None:
-            with self.autocast():
-                loss_dict['l_est'] = self._update_estimators(nodes)
+            loss_dict['l_est'] = self._update_estimators(nodes)
         output = self.output.float()  # every loss in float32, also under bf16 autocast
 
         l_total = 0
@@ -291,7 +309,7 @@ class IBSDModel(TiledSRModel):
         if self.grad_clip_norm is not None:
             loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip_norm))
         self.optimizer_g.step()
-        self.log_dict = self.reduce_loss_dict(loss_dict)
+        self.reduce_loss_dict(loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
 
@@ -305,14 +323,18 @@ class IBSDModel(TiledSRModel):
         self._log_names = list(loss_dict)
         if not self._log_names:
             self._log_values = None
-            return OrderedDict()
+            return
         values = stack_log_values(loss_dict.values(), self.device)
         if self.opt['dist']:
             dist.reduce(values, dst=0)
             if self.opt['rank'] == 0:
                 values /= self.opt['world_size']
         self._log_values = values
-        return None
+
+    @property
+    def log_dict(self) -> OrderedDict:
+        """BasicSR's attribute, read back from the device when asked for."""
+        return self.get_current_log()
 
     def get_current_log(self):
         if self._log_values is None:
@@ -363,5 +385,6 @@ class IBSDModel(TiledSRModel):
             self.cri_mi.generator.set_state(extras['mi_generator'])
         if self.soft_target is not None and 'soft_target' in extras:
             self.soft_target.load_state_dict(extras['soft_target'])
-        if 'random' in extras:
-            set_random_states(pick_random_states(extras['random'], self.opt.get('rank', 0)))
+        states = pick_random_states(extras['random'], self.opt.get('rank', 0)) if 'random' in extras else None
+        if states is not None:
+            set_random_states(states)
