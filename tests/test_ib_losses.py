@@ -151,3 +151,25 @@ def test_half_precision_inputs_are_computed_in_float32():
         assert low.dtype == torch.float32
         exact = loss(mu.bfloat16().float(), scale.bfloat16().float(), y.bfloat16().float())
         assert torch.equal(low, exact)
+
+
+@pytest.mark.parametrize('loss', [IBCLUBLoss(), LaplaceNLLLoss(), IBCLUBLoss(mode='sampled')])
+def test_channels_last_inputs_give_the_same_loss_and_gradients(loss):
+    torch.manual_seed(2)
+    if getattr(loss, 'mode', None) == 'sampled':
+        loss.generator = torch.Generator()
+    tensors = [torch.randn(SHAPE, dtype=torch.float64), torch.rand(SHAPE, dtype=torch.float64) + 0.1,
+               torch.randn(SHAPE, dtype=torch.float64)]
+    results = []
+    for memory_format in (torch.contiguous_format, torch.channels_last):
+        if getattr(loss, 'generator', None) is not None:
+            loss.generator.manual_seed(0)
+        inputs = [t.clone(memory_format=memory_format).requires_grad_() for t in tensors]
+        value = loss(inputs[0], inputs[1], inputs[2])
+        value.backward(retain_graph=True)
+        first = [t.grad.clone() for t in inputs]
+        value.backward()  # a second backward through the retained graph gives the same gradients again
+        assert all(torch.allclose(2 * a, t.grad) for a, t in zip(first, inputs))
+        results.append((value, first))
+    assert torch.allclose(results[0][0], results[1][0], rtol=1e-12)
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-14) for a, b in zip(results[0][1], results[1][1]))
