@@ -21,12 +21,19 @@ def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
 
 
 def _close_process_group() -> None:
-    """End a ``--launcher`` run together: BasicSR leaves its process group open, and a rank that
-    exits while rank 0 still validates can abort in the backend's teardown (seen with gloo)."""
+    """End a ``--launcher`` run on all ranks together and close the process group BasicSR leaves open.
+
+    A rank that exited while rank 0 still validated could abort in gloo's teardown. The final
+    barrier runs on a gloo group without a practical timeout: rank 0's last validation can take
+    longer than NCCL's collective timeout.
+    """
+    import datetime
+
     import torch.distributed as dist
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.barrier(group=dist.new_group(backend='gloo', timeout=datetime.timedelta(days=7)))
+    dist.destroy_process_group()
 
 
 def train_main(argv: Sequence[str] | None = None) -> None:
