@@ -91,7 +91,6 @@ def build(model_type: str, folder: str, args: argparse.Namespace, batch: dict):
 
 def part_workloads(model) -> dict[str, Callable[[], object]]:
     """The parts of an IBSD step, each a callable on tensors shaped as in the real step."""
-    student = model.get_bare_model(model.net_g)
     with model.node_recorder.record():
         output = model.net_g(model.lq)
     nodes = [node.detach() for node in model.node_recorder.collect()]
@@ -115,7 +114,6 @@ def part_workloads(model) -> dict[str, Callable[[], object]]:
         leaf = output.clone().requires_grad_()
         model.cri_wav(leaf, target).backward()
 
-    del student
     return {'estimator step': estimator_step, 'bound': bound, 'teacher': teacher, 'wavelet': wavelet}
 
 
@@ -136,6 +134,10 @@ def main() -> None:
     parser.add_argument('--club', default='full', choices=('full', 'sampled'))
     parser.add_argument('--amp', default=None, choices=('bf16', 'fp16'), help='autocast (CUDA only)')
     args = parser.parse_args()
+    if args.device == 'cuda' and not torch.cuda.is_available():
+        parser.error('--device cuda: CUDA is not available on this machine')
+    if args.amp and args.device != 'cuda':
+        parser.error(f'--amp {args.amp}: autocast training is for CUDA (add --device cuda)')
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)

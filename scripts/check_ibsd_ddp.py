@@ -65,7 +65,7 @@ def same_on_all_ranks(tensor: torch.Tensor) -> bool:
     return all(torch.equal(gathered[0], other) for other in gathered[1:])
 
 
-def train(model, steps: range, rank: int, device: torch.device) -> dict:
+def train(model, steps: range, device: torch.device) -> dict:
     log = {}
     for step in steps:
         model.feed_data(batch(device))
@@ -101,7 +101,7 @@ def main() -> None:
           f'student wrapped in DDP ({world_size} ranks, {backend}, {name}, amp {args.amp or "off"}, '
           f'CLUB {args.club})')
     torch.manual_seed(1 + rank)  # each rank its own batches, as BasicSR seeds seed + rank
-    log = train(model, range(1, args.iters + 1), rank, device)
+    log = train(model, range(1, args.iters + 1), device)
     check(all(torch.isfinite(torch.tensor(v)) for v in log.values()), f'finite log after {args.iters} iterations: '
           + ', '.join(f'{k} {v:.4g}' for k, v in log.items()))
     check(same_on_all_ranks(flat_weights(model.net_g)), 'student weights identical on all ranks')
@@ -114,12 +114,12 @@ def main() -> None:
     state = torch.load(os.path.join(folder, f'{args.iters}.state'), map_location=device, weights_only=False)
     check(len(state['ibsd']['random']) == world_size, f'training state holds {world_size} ranks\' random states')
     continued = range(args.iters + 1, args.iters + 3)
-    train(model, continued, rank, device)  # draws its batches from the streams saved above
+    train(model, continued, device)  # draws its batches from the streams saved above
     resumed = build_model(options(args.device, args.amp, folder, rank, world_size, args.club))
     resumed.get_bare_model(resumed.net_g).load_state_dict(state_student)
     resumed.net_g_ema.load_state_dict(state_ema)
     resumed.resume_training(state)  # every rank gets its own streams back: the same batches again
-    train(resumed, continued, rank, device)
+    train(resumed, continued, device)
     difference = (flat_weights(model.net_g) - flat_weights(resumed.net_g)).abs().max().item()
     check(difference <= (0 if args.device == 'cpu' else 1e-4),
           f'resumed run continues as the original (max weight difference {difference:.3g})')

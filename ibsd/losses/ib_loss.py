@@ -42,13 +42,7 @@ def reduce_elements(values: torch.Tensor, reduction: str, authors_axis: int = AU
 
     ``authors_axis`` is the axis the ``'authors'`` reduction sums over before averaging the rest.
     """
-    if reduction == 'mean':
-        return values.mean()
-    if reduction == 'sum':
-        return values.flatten(1).sum(dim=1).mean()
-    if reduction == 'authors':
-        return values.sum(dim=authors_axis).mean()
-    raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
+    return reduction_factor(values.shape, reduction, authors_axis) * values.sum()
 
 
 def reduction_factor(shape: torch.Size, reduction: str, authors_axis: int = AUTHORS_BOUND_AXIS) -> float:
@@ -109,6 +103,19 @@ def _broadcast_mad_values(mu: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return out.div_(batch).view_as(mu)
 
 
+def _pairwise_sign_sums(mu: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+                        ) -> tuple[torch.Tensor, torch.Tensor]:
+    """sum_j sign(mu_i - y_j) and sum_i w_i sign(mu_i - y_j), shaped as mu and y, chunk by chunk."""
+    batch = mu.shape[0]
+    mu_flat, y_flat, w_flat = mu.reshape(batch, -1), y.reshape(batch, -1), weights.reshape(batch, -1)
+    rank_mu, spread_y = torch.empty_like(mu_flat), torch.empty_like(y_flat)
+    for cut in _position_chunks(batch, mu_flat.shape[1], mu.device):
+        signs = (mu_flat[:, None, cut] - y_flat[None, :, cut]).sign_()
+        torch.sum(signs, dim=1, out=rank_mu[:, cut])
+        torch.sum(signs.mul_(w_flat[:, None, cut]), dim=0, out=spread_y[:, cut])
+    return rank_mu.view_as(mu), spread_y.view_as(y)
+
+
 class _BroadcastMAD(torch.autograd.Function):
     """mean_j |mu_i - y_j| with the closed-form gradients
 
@@ -126,15 +133,9 @@ class _BroadcastMAD(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_out: torch.Tensor):
         mu, y = ctx.saved_tensors
-        batch = mu.shape[0]
-        mu_flat, y_flat = mu.reshape(batch, -1), y.reshape(batch, -1)
-        weights = grad_out.reshape(batch, -1) / batch
-        grad_mu, grad_y = torch.empty_like(mu_flat), torch.empty_like(y_flat)
-        for cut in _position_chunks(batch, mu_flat.shape[1], mu.device):
-            signs = (mu_flat[:, None, cut] - y_flat[None, :, cut]).sign_()
-            torch.sum(signs, dim=1, out=grad_mu[:, cut])
-            torch.sum(signs.mul_(weights[:, None, cut]), dim=0, out=grad_y[:, cut])
-        return grad_mu.mul_(weights).view_as(mu), grad_y.neg_().view_as(y)
+        weights = grad_out / mu.shape[0]
+        rank_mu, spread_y = _pairwise_sign_sums(mu, y, weights)
+        return rank_mu.mul_(weights), spread_y.neg_()
 
 
 def mad_by_broadcast(mu: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -182,15 +183,10 @@ class _FullCLUBSum(torch.autograd.Function):
         mu, scale, y, difference, gap = ctx.saved_tensors
         weights = grad_out / scale
         batch = mu.shape[0]
-        mu_flat, y_flat, w_flat = mu.reshape(batch, -1), y.reshape(batch, -1), weights.reshape(batch, -1)
-        rank_mu, spread_y = torch.empty_like(mu_flat), torch.empty_like(y_flat)
-        for cut in _position_chunks(batch, mu_flat.shape[1], mu.device):
-            signs = (mu_flat[:, None, cut] - y_flat[None, :, cut]).sign_()
-            torch.sum(signs, dim=1, out=rank_mu[:, cut])
-            torch.sum(signs.mul_(w_flat[:, None, cut]), dim=0, out=spread_y[:, cut])
+        rank_mu, spread_y = _pairwise_sign_sums(mu, y, weights)
         own = difference.sign().mul_(weights)  # w_i sign(mu_i - y_i)
-        grad_mu = rank_mu.view_as(mu).mul_(weights).div_(batch).sub_(own)
-        grad_y = spread_y.view_as(y).div_(-batch).add_(own)
+        grad_mu = rank_mu.mul_(weights).div_(batch).sub_(own)
+        grad_y = spread_y.div_(-batch).add_(own)
         grad_scale = gap.div(scale).mul_(weights).neg_()
         return grad_mu, grad_scale, grad_y
 

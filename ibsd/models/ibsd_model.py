@@ -37,10 +37,11 @@ SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartL
               'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
 PROBE_SIZE = 48
 AMP_DTYPES = {'bf16': torch.bfloat16}
+DDP_ADVICE = ('Train on several GPUs with DDP: torchrun --nproc_per_node=N -m ibsd.train -opt X.yml '
+              '--launcher pytorch (or set num_gpu: 1)')
 DATAPARALLEL_MESSAGE = (
     'IBSDModel does not train under DataParallel (num_gpu > 1 without a launcher): its replicas share the '
-    "student's forward hooks, so the recorded nodes would mix replicas. Train on several GPUs with DDP: "
-    'torchrun --nproc_per_node=N -m ibsd.train -opt X.yml --launcher pytorch (or set num_gpu: 1)')
+    f"student's forward hooks, so the recorded nodes would mix replicas. {DDP_ADVICE}")
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, options: dict, key: str):
@@ -131,7 +132,7 @@ class IBSDModel(TiledSRModel):
         if opt.get('is_train') and not opt.get('dist') and int(opt.get('num_gpu') or 0) > 1:
             # num_gpu: auto on a multi-GPU machine without a launcher would mean DataParallel
             get_root_logger().warning(f"IBSDModel trains on one GPU without a launcher (num_gpu was "
-                                      f"{opt['num_gpu']}). {DATAPARALLEL_MESSAGE.split('. ', 1)[1]}")
+                                      f"{opt['num_gpu']}). {DDP_ADVICE}")
             opt['num_gpu'] = 1
         super().__init__(opt)
 
@@ -361,10 +362,10 @@ class IBSDModel(TiledSRModel):
         """
         if current_iter == -1:
             return
-        extras = self.training_extras()
-        extras['random'] = gather_random_states(self.opt)
+        random_streams = gather_random_states(self.opt)  # a collective: every rank takes part
         if self.opt.get('rank', 0) != 0:
             return
+        extras = {**self.training_extras(), 'random': random_streams}
         per_epoch = self.opt.get('iters_per_epoch')
         if per_epoch and current_iter % per_epoch == 0:
             epoch += 1
