@@ -84,11 +84,16 @@ def test_backbone_is_found_in_the_hub_cache(tmp_path, random_backbone, random_li
     assert lpips_metric.calculate_lpips(x, y, linear_path=str(random_linear)) > 0
 
 
-def test_summary_tables_have_one_row_per_image_and_the_mean(tmp_path):
-    csv_path, md_path = write_summary(tmp_path, 'set', ['psnr', 'ssim'], [('a', [30., 0.9]), ('b', [32., 0.7])])
-    assert csv_path.read_text().splitlines() == ['image,psnr,ssim', 'a,30.000000,0.900000', 'b,32.000000,0.700000',
-                                                 'mean,31.000000,0.800000']
+def test_summary_tables_have_one_row_per_image_the_mean_and_the_tile_setting(tmp_path):
+    rows = [('a', [30., 0.9]), ('b', [32., 0.7])]
+    csv_path, md_path = write_summary(tmp_path, 'set', ['psnr', 'ssim'], rows, tiling=None)
+    assert csv_path.read_text().splitlines() == ['image,psnr,ssim,tile', 'a,30.000000,0.900000,whole',
+                                                 'b,32.000000,0.700000,whole', 'mean,31.000000,0.800000,whole']
     assert '| **mean** | 31.0000 | 0.8000 |' in md_path.read_text()
+    assert 'Inference: whole images.' in md_path.read_text()
+    csv_path, md_path = write_summary(tmp_path, 'set', ['psnr', 'ssim'], rows, tiling=(256, 16))
+    assert [line.split(',')[-1] for line in csv_path.read_text().splitlines()] == ['tile'] + ['256 pad 16'] * 3
+    assert 'tiles of 256 LR pixels with 16 pixels of context' in md_path.read_text()
 
 
 @pytest.mark.slow
@@ -106,4 +111,4 @@ def test_niqe_scores_photos_without_ground_truth(tmp_path):
     niqe = float(re.search(r'# niqe: ([\d.]+)', result.stdout + result.stderr).group(1))
     assert 0 < niqe < 30
     table = (tmp_path / 'results' / 'IMDN_x4_photos_NIQE' / 'photos_metrics.csv').read_text().splitlines()
-    assert table[0] == 'image,niqe' and len(table) == 4
+    assert table[0] == 'image,niqe,tile' and len(table) == 4 and table[-1].endswith(',whole')

@@ -9,10 +9,12 @@ import yaml
 from basicsr.models import build_model
 from basicsr.utils.options import ordered_yaml
 
+from ibsd.models.tiled_sr_model import tile_options
 from tests.conftest import REPO
 
 IBSD_TRAIN_KEYS = ('ibsd', 'optim_est', 'scheduler_est', 'mi_opt', 'est_opt', 'wavelet_opt', 'soft_target')
 TRAIN_FILES = sorted((REPO / 'options').rglob('train*.yml'))
+TEST_FILES = sorted((REPO / 'options' / 'test').rglob('*.yml'))
 
 
 def load(path: Path) -> dict:
@@ -73,10 +75,20 @@ def test_generated_dataset_options_are_up_to_date():
     assert len(IBSD_FILES) == 8  # DRealSR x2/x3/x4, RealSR x2/x3/x4, City100 x2 (IMDN) + RFDN x4 DRealSR
 
 
-@pytest.mark.parametrize('path', sorted((REPO / 'options' / 'test').rglob('*.yml')), ids=lambda p: p.name)
+@pytest.mark.parametrize('path', TEST_FILES, ids=lambda p: p.name)
 def test_test_options_build_their_model(path):
     opt = load(path)
     opt.update(num_gpu=0, is_train=False, dist=False, rank=0, world_size=1)
     opt['path']['pretrain_network_g'] = None
     model = build_model(opt)
     assert type(model).__name__ == opt['model_type']
+
+
+@pytest.mark.parametrize('path', TEST_FILES, ids=lambda p: p.name)
+def test_test_options_evaluate_whole_images_and_tile_on_request(path):
+    opt = load(path)
+    assert tile_options(opt) is None
+    if opt['model_type'] in ('TiledSRModel', 'IBSDModel'):  # the key is kept for --force_yml tile:tile_size=N
+        assert opt['tile']['tile_size'] is None
+        opt['tile']['tile_size'] = 64
+        assert tile_options(opt) == (64, opt['tile']['tile_pad'])

@@ -157,7 +157,8 @@ def test_city100_becomes_an_x2_split_that_ibsd_test_evaluates(tmp_path):
     assert 20 < float(scores['psnr']) < 40 and 0.5 < float(scores['ssim']) < 1 and 'psnr_rgb' in scores
     results = tmp_path / 'results' / 'IMDN_x2_City100'
     table = (results / 'City100_x2_val_metrics.csv').read_text().splitlines()
-    assert table[0] == 'image,psnr,ssim,psnr_rgb' and len(table) == 22 and table[-1].startswith('mean,')
+    assert table[0] == 'image,psnr,ssim,psnr_rgb,tile' and len(table) == 22 and table[-1].startswith('mean,')
+    assert table[-1].endswith(',128 pad 16')  # tiling asked for on the command line is recorded
     mean_psnr = float(table[-1].split(',')[1])
     assert mean_psnr == pytest.approx(float(scores['psnr']), abs=1e-3)
     assert '| **mean** |' in (results / 'City100_x2_val_metrics.md').read_text()

@@ -13,20 +13,29 @@ from ibsd.models.tiling import tiled_forward
 
 
 def tile_options(opt: dict) -> tuple[int, int] | None:
-    """``(tile_size, tile_pad)`` from the top-level ``tile`` option, or None when it is absent."""
+    """``(tile_size, tile_pad)`` from the top-level ``tile`` option; None (whole images) when the
+    option is absent or ``tile_size`` is null, so that ``--force_yml tile:tile_size=256`` turns
+    tiling on in a YAML that ships ``tile: {tile_size: null}``."""
     tile = opt.get('tile')
     if not tile:
         return None
     if not isinstance(tile, dict) or 'tile_size' not in tile:
         raise ValueError(f'tile: expected {{tile_size: N, tile_pad: P}}, got {tile!r}')
-    return int(tile['tile_size']), int(tile.get('tile_pad', 16))
+    size, pad = tile['tile_size'], tile.get('tile_pad', 16)
+    if size is None:
+        return None
+    for key, value in (('tile_size', size), ('tile_pad', pad)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f'tile: {key} must be an integer (tile_size null: whole images), got {value!r}')
+    return size, pad
 
 
 @MODEL_REGISTRY.register()
 class TiledSRModel(SRModel):
     """SRModel whose ``test()`` (validation and ``ibsd-test``) runs tile by tile when the YAML has
-    ``tile: {tile_size: 256, tile_pad: 16}`` (LR pixels), and whose test runs write
-    ``<dataset>_metrics.csv`` / ``.md`` (per image and mean) in the results folder."""
+    ``tile: {tile_size: 256, tile_pad: 16}`` (LR pixels) and on whole images otherwise, and whose
+    test runs write ``<dataset>_metrics.csv`` / ``.md`` (per image, mean and the tile setting) in
+    the results folder."""
 
     def feed_data(self, data):
         super().feed_data(data)
@@ -57,7 +66,8 @@ class TiledSRModel(SRModel):
             super().nondist_validation(dataloader, current_iter, tb_logger, save_img)
         rows = [(records[i][0], [v for _, v in records[i:i + len(metrics)]])
                 for i in range(0, len(records), len(metrics))]
-        write_summary(self.opt['path']['results_root'], dataloader.dataset.opt['name'], metrics, rows)
+        write_summary(self.opt['path']['results_root'], dataloader.dataset.opt['name'], metrics, rows,
+                      tiling=tile_options(self.opt))
 
     def test(self):
         tiling = tile_options(self.opt)
