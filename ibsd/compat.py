@@ -19,6 +19,12 @@ Fixes:
   format :func:`ibsd.archs.checkpoint.extract_state_dict` knows and names the file on errors;
 - the number of iterations per epoch, which BasicSR only logs, is stored as
   ``opt['iters_per_epoch']`` for models that act per epoch (IBSD's snapshot teacher);
+- ``BaseModel.save_network`` writes NaN weights of a diverged run, writes in place and goes on
+  when writing fails: it now refuses non-finite weights (naming the tensor), writes atomically
+  and raises on a failed write;
+- data problems show only when a bad sample is drawn, without the file's name: every data set is
+  checked before it is built (paths, pairs, sizes; see :mod:`ibsd.data.checks`) and read errors
+  name the pair;
 - ``SRModel.nondist_validation`` reads ``val: suffix`` without a default (``KeyError`` with
   ``save_img: true`` in a YAML that omits it): parsed options get ``suffix: ~``.
 """
@@ -126,6 +132,36 @@ def load_network(self, net, load_path: str, strict: bool = True, param_key: str 
     load_into(net, state_dict, strict=strict, source=load_path)
 
 
+def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
+    """Replacement for ``BaseModel.save_network``: refuses non-finite weights, writes atomically, raises on failure.
+
+    basicsr writes in place (a kill mid-write leaves a truncated file) and, when writing fails
+    three times, logs a warning and carries on as if the file were saved.
+    """
+    import torch
+    networks = net if isinstance(net, list) else [net]
+    keys = param_key if isinstance(param_key, list) else [param_key]
+    if len(networks) != len(keys):
+        raise ValueError(f'save_network: {len(networks)} networks but {len(keys)} param keys')
+    label = 'latest' if current_iter == -1 else current_iter
+    path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
+    save_dict = {}
+    for network, key in zip(networks, keys):
+        state = {}
+        for name, tensor in self.get_bare_model(network).state_dict().items():
+            if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+                raise RuntimeError(f"refusing to save {path}: '{name}' holds NaN or Inf values (training "
+                                   'diverged); the checkpoints already saved are untouched')
+            state[name[7:] if name.startswith('module.') else name] = tensor.cpu()
+        save_dict[key] = state
+    temporary = path + '.tmp'
+    try:
+        torch.save(save_dict, temporary)
+        os.replace(temporary, path)
+    except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError for a missing folder
+        raise OSError(f'could not write the checkpoint {path}: {error}') from error
+
+
 def with_option_defaults(parse_options):
     """Wrap basicsr's ``parse_options`` so that optional keys basicsr indexes directly exist."""
 
@@ -161,14 +197,19 @@ def patch_basicsr() -> None:
     import basicsr.train
     from basicsr.models.base_model import BaseModel
     from basicsr.utils import dist_util
+
+    from ibsd.data.checks import checked_build_dataset
     ORIGINALS.update(load_resume_state=basicsr.train.load_resume_state,
                      _init_dist_pytorch=dist_util._init_dist_pytorch, load_network=BaseModel.load_network,
-                     model_to_device=BaseModel.model_to_device)
+                     model_to_device=BaseModel.model_to_device, save_network=BaseModel.save_network)
     basicsr.train.load_resume_state = load_resume_state
+    for pipeline_module in (basicsr.train, basicsr.test):
+        pipeline_module.build_dataset = checked_build_dataset(pipeline_module.build_dataset)
     basicsr.train.create_train_val_dataloader = recording_iters_per_epoch(basicsr.train.create_train_val_dataloader)
     for pipeline_module in (basicsr.train, basicsr.test):
         pipeline_module.parse_options = with_option_defaults(pipeline_module.parse_options)
     dist_util._init_dist_pytorch = _init_dist_pytorch
     BaseModel.load_network = load_network
     BaseModel.model_to_device = model_to_device
+    BaseModel.save_network = save_network
     setattr(basicsr, _PATCHED_FLAG, True)

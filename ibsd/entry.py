@@ -14,9 +14,18 @@ import ibsd  # noqa: F401  (fixes basicsr and fills its registries)
 
 
 def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
+    """Run a BasicSR pipeline; a bad option, bad data or a diverged run ends with one line and exit status 1."""
+    from ibsd.data.checks import DataCheckError
+    from ibsd.models.divergence_guard import DivergenceError
+    from ibsd.models.ibsd_options import OptionError
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
-    pipeline(os.getcwd())
+    try:
+        pipeline(os.getcwd())
+    except (OptionError, DataCheckError, DivergenceError) as error:
+        from basicsr.utils import get_root_logger
+        get_root_logger().error(str(error))
+        sys.exit(f'{type(error).__name__}: {error}')
     _close_process_group()
 
 

@@ -29,13 +29,16 @@ from basicsr.models import lr_scheduler
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from ibsd.models.divergence_guard import DEFAULT_MAX_BAD_STEPS, DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
+from ibsd.models.ibsd_options import check_ibsd_options, describe_terms
 from ibsd.models.soft_target import ProgressiveSoftTarget
 from ibsd.models.tiled_sr_model import TiledSRModel
 
 SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
               'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
 PROBE_SIZE = 48
+STUDENT_TERMS = ('l_pix', 'l_mi', 'l_wav', 'l_percep', 'l_style')
 AMP_DTYPES = {'bf16': torch.bfloat16}
 DDP_ADVICE = ('Train on several GPUs with DDP: torchrun --nproc_per_node=N -m ibsd.train -opt X.yml '
               '--launcher pytorch (or set num_gpu: 1)')
@@ -139,7 +142,7 @@ class IBSDModel(TiledSRModel):
     def init_training_settings(self):
         if isinstance(self.net_g, torch.nn.DataParallel):
             raise ValueError(DATAPARALLEL_MESSAGE)
-        train_opt = self.opt['train']
+        train_opt = check_ibsd_options(self.opt)['train']
         self.amp_dtype = self._amp_dtype(train_opt.get('amp'))
         self._log_names: list[str] = []
         self._log_values: torch.Tensor | None = None
@@ -163,7 +166,10 @@ class IBSDModel(TiledSRModel):
         self.cri_wav = build_loss(deepcopy(train_opt['wavelet_opt'])).to(self.device) \
             if train_opt.get('wavelet_opt') else None
         self.soft_target = self._build_soft_target(train_opt.get('soft_target') or {}) if self.cri_wav else None
+        max_bad_steps = int(ibsd_opt.get('max_bad_steps') or DEFAULT_MAX_BAD_STEPS)
+        self.guard = DivergenceGuard(max_bad_steps, bool(self.opt['dist']))
         super().init_training_settings()
+        get_root_logger().info(describe_terms(self.opt, self.node_recorder.nodes if self.net_est is not None else None))
 
     # ----------------------------------------------------------------------------- set-up
     def _amp_dtype(self, amp) -> torch.dtype | None:
@@ -253,7 +259,8 @@ class IBSDModel(TiledSRModel):
             with self.autocast():
                 l_est = self._estimator_terms(self.net_est, self.cri_est, detached)
             l_est.backward()
-            self.optimizer_est.step()
+            if self.guard.allows({'l_est': l_est}, self.net_est.parameters()):
+                self.optimizer_est.step()
         return l_est.detach()
 
     def _mi_bound(self, nodes: list[torch.Tensor]) -> torch.Tensor:
@@ -306,13 +313,16 @@ class IBSDModel(TiledSRModel):
                 if value is not None:
                     loss_dict[name] = value
                     l_total = l_total + value
+        terms = {name: value for name, value in loss_dict.items() if name in STUDENT_TERMS}
         l_total.backward()
         if self.grad_clip_norm is not None:
             loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip_norm))
-        self.optimizer_g.step()
+        if self.guard.allows(terms, self.net_g.parameters()):
+            self.optimizer_g.step()
+            if self.ema_decay > 0:
+                self.model_ema(decay=self.ema_decay)
         self.reduce_loss_dict(loss_dict)
-        if self.ema_decay > 0:
-            self.model_ema(decay=self.ema_decay)
+        self.guard.end_iteration(current_iter)
 
     # ----------------------------------------------------------------------------- logging
     def reduce_loss_dict(self, loss_dict):

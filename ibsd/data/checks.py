@@ -1,0 +1,202 @@
+"""Data set checks run before the first iteration, and read errors that name the files.
+
+basicsr finds most data problems only when a bad sample is drawn, possibly hours in, and then
+without naming it (a corrupt PNG gives ``'NoneType' object has no attribute 'astype'``; a missing
+``dataroot_gt`` is a bare ``KeyError``). :func:`check_dataset` checks a data set's options and
+every pair from headers only (image headers on disk, ``meta_info.txt`` for LMDB), so that it is
+fast on large sets; :func:`name_files_on_error` makes a data set's read errors name the pair.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from os import path as osp
+from typing import Callable, Iterable
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+PAIRED_TYPES = ('PairedImageDataset',)
+SHOWN = 3
+
+
+class DataCheckError(ValueError):
+    """A data set whose options or files cannot work, with the data set and file named."""
+
+
+def _where(dataset_opt: dict) -> str:
+    return f"datasets:{dataset_opt.get('phase', '?')} ({dataset_opt.get('name', 'unnamed')})"
+
+
+def _listing(names: Iterable[str]) -> str:
+    names = sorted(names)
+    more = f' and {len(names) - SHOWN} more' if len(names) > SHOWN else ''
+    return ', '.join(names[:SHOWN]) + more
+
+
+def read_meta_info(lmdb_path: str) -> dict[str, tuple[int, int]]:
+    """``key -> (height, width)`` from an LMDB's ``meta_info.txt`` (``key (h,w,c) compression``)."""
+    meta = osp.join(lmdb_path, 'meta_info.txt')
+    if not osp.isfile(meta):
+        raise DataCheckError(f'{lmdb_path}: no meta_info.txt (an LMDB written by basicsr or ibsd-prepare has one)')
+    sizes = {}
+    with open(meta) as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                key, shape = line.split()[:2]
+                height, width = (int(v) for v in shape.strip('()').split(',')[:2])
+            except ValueError:
+                raise DataCheckError(f"{meta}:{number}: cannot read '{line.strip()}' "
+                                     "(expected 'key (h,w,c) compression')") from None
+            sizes[key] = (height, width)
+    return sizes
+
+
+def image_size(path: str) -> tuple[int, int]:
+    """(height, width) from the image header, without decoding the pixels."""
+    from PIL import Image, UnidentifiedImageError
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (UnidentifiedImageError, OSError, SyntaxError) as error:
+        raise DataCheckError(f'{path}: not a readable image ({error})') from None
+    return height, width
+
+
+def folder_sizes(folder: str, template: str = '{}') -> dict[str, tuple[str, Callable[[], tuple[int, int]]]]:
+    """``name -> (path, size reader)`` for the images in ``folder``; a ``filename_tmpl`` such as
+    ``'{}x4'`` is undone, so that names match the GT names."""
+    entries = {}
+    prefix, _, suffix = template.partition('{}')
+    for entry in sorted(os.listdir(folder)):
+        stem, ext = osp.splitext(entry)
+        if entry.startswith('.') or not osp.isfile(osp.join(folder, entry)):
+            continue  # basicsr's scandir skips these too
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            raise DataCheckError(f'{osp.join(folder, entry)}: not an image; basicsr reads every file in the folder: '
+                                 'move it out')
+        if stem.startswith(prefix) and stem.endswith(suffix) and len(stem) >= len(prefix) + len(suffix):
+            stem = stem[len(prefix):len(stem) - len(suffix)]
+        path = osp.join(folder, entry)
+        entries[stem + ext] = (path, functools.partial(image_size, path))
+    return entries
+
+
+def _pair_up(gt: dict, lq: dict, where: str, gt_root: str, lq_root: str) -> list[str]:
+    missing_lq = set(gt) - set(lq)
+    missing_gt = set(lq) - set(gt)
+    if missing_lq:
+        raise DataCheckError(f'{where}: {len(missing_lq)} GT image(s) in {gt_root} have no LQ partner in {lq_root}: '
+                             f'{_listing(missing_lq)}')
+    if missing_gt:
+        raise DataCheckError(f'{where}: {len(missing_gt)} LQ image(s) in {lq_root} have no GT partner in {gt_root}: '
+                             f'{_listing(missing_gt)}')
+    if not gt:
+        raise DataCheckError(f'{where}: no images in {gt_root}')
+    return sorted(gt)
+
+
+def check_sizes(gt_size: tuple[int, int], lq_size: tuple[int, int], scale: int, train: bool) -> bool:
+    """Training pairs are exactly ``scale`` x apart; evaluation GT may exceed it by less than ``scale``
+    (basicsr crops the GT of benchmark sets whose size is not a multiple of the scale)."""
+    if train:
+        return gt_size == (lq_size[0] * scale, lq_size[1] * scale)
+    return all(lq * scale <= g < (lq + 1) * scale for g, lq in zip(gt_size, lq_size))
+
+
+def _check_paired(dataset_opt: dict, scale: int, where: str) -> int:
+    for key in ('dataroot_gt', 'dataroot_lq'):
+        if not dataset_opt.get(key):
+            raise DataCheckError(f'{where}: {key} is missing ({dataset_opt["type"]} needs dataroot_gt and dataroot_lq)')
+        if not osp.exists(dataset_opt[key]):
+            raise DataCheckError(f'{where}: {key} {dataset_opt[key]} does not exist')
+    gt_root, lq_root = dataset_opt['dataroot_gt'], dataset_opt['dataroot_lq']
+    backend = (dataset_opt.get('io_backend') or {}).get('type', 'disk')
+    if backend == 'lmdb':
+        gt = {k: (f'{gt_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(gt_root).items()}
+        lq = {k: (f'{lq_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(lq_root).items()}
+    elif backend == 'disk':
+        if dataset_opt.get('meta_info_file'):
+            return -1  # basicsr pairs these by the listed names: checked when each pair is read
+        gt = folder_sizes(gt_root)
+        lq = folder_sizes(lq_root, dataset_opt.get('filename_tmpl', '{}'))
+    else:
+        return -1
+    names = _pair_up(gt, lq, where, gt_root, lq_root)
+    train = dataset_opt.get('phase') == 'train'
+    for name in names:
+        (gt_path, gt_size), (lq_path, lq_size) = gt[name], lq[name]
+        gt_hw, lq_hw = gt_size(), lq_size()
+        if not check_sizes(gt_hw, lq_hw, scale, train):
+            raise DataCheckError(f'{where}: pair {name}: GT {gt_path} is {gt_hw[1]}x{gt_hw[0]} but LQ {lq_path} is '
+                                 f'{lq_hw[1]}x{lq_hw[0]}; at scale {scale} the GT must be {lq_hw[1] * scale}x'
+                                 f'{lq_hw[0] * scale}')
+        if train and min(gt_hw) < int(dataset_opt.get('gt_size') or 0):
+            raise DataCheckError(f"{where}: pair {name}: GT {gt_path} ({gt_hw[1]}x{gt_hw[0]}) is smaller than "
+                                 f"gt_size {dataset_opt['gt_size']}")
+    return len(names)
+
+
+def check_dataset(dataset_opt: dict) -> str:
+    """Check one data set's options and files before it is built; returns a line for the log.
+
+    Raises:
+        DataCheckError: naming the data set, the option or the file.
+    """
+    where = _where(dataset_opt)
+    started = time.perf_counter()
+    kind = dataset_opt.get('type')
+    scale = int(dataset_opt.get('scale') or 1)
+    if kind in PAIRED_TYPES:
+        count = _check_paired(dataset_opt, scale, where)
+    else:
+        for key, value in dataset_opt.items():
+            if key.startswith('dataroot') and value and not osp.exists(value):
+                raise DataCheckError(f'{where}: {key} {value} does not exist')
+        count = -1
+    seconds = time.perf_counter() - started
+    found = f'{count} pairs, names and sizes' if count >= 0 else 'paths'
+    return f'{where}: {found} checked in {seconds:.2f} s'
+
+
+def name_files_on_error(cls: type) -> type:
+    """Make ``cls.__getitem__`` errors name the sample's files (once per class)."""
+    if getattr(cls.__getitem__, '_names_files', False):
+        return cls
+    original = cls.__getitem__
+
+    @functools.wraps(original)
+    def getitem(self, index):
+        try:
+            return original(self, index)
+        except Exception as error:
+            paths = getattr(self, 'paths', None)
+            try:
+                sample = paths[index] if paths is not None else None
+            except (IndexError, KeyError, TypeError):
+                sample = None
+            if sample is None:
+                raise
+            files = ', '.join(f'{k} {v}' for k, v in sample.items()) if isinstance(sample, dict) else str(sample)
+            name = self.opt.get('name', type(self).__name__) if isinstance(getattr(self, 'opt', None), dict) else ''
+            raise DataCheckError(f'{name}: cannot read sample {index} ({files}): '
+                                 f'{type(error).__name__}: {error}') from error
+
+    getitem._names_files = True
+    cls.__getitem__ = getitem
+    return cls
+
+
+def checked_build_dataset(build_dataset: Callable) -> Callable:
+    """Wrap basicsr's ``build_dataset``: check the data set first, then make its read errors name files."""
+
+    def build_checked(dataset_opt: dict):
+        from basicsr.utils import get_root_logger
+        get_root_logger().info(check_dataset(dataset_opt))
+        dataset = build_dataset(dataset_opt)
+        name_files_on_error(type(dataset))
+        return dataset
+
+    build_checked.__wrapped__ = build_dataset
+    return build_checked

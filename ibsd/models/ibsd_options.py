@@ -1,0 +1,242 @@
+"""Strict checking of the options IBSD reads, before anything is built.
+
+A misspelt key must not train something else without a word (``mi_otp:`` would silently train
+plain L1), and a number PyYAML read as a string (``1e-3``: YAML 1.1 wants ``1.0e-3``) must be a
+number, not a ``TypeError`` at the first iteration. :func:`check_ibsd_options` rejects unknown
+keys in every section IBSD reads, naming the closest valid keys, and converts numbers written as
+strings in place. BasicSR's own keys are left to BasicSR.
+"""
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any, Iterable, Mapping
+
+IBSD_TRAIN_KEYS = frozenset({'mi_opt', 'est_opt', 'wavelet_opt', 'optim_est', 'scheduler_est', 'ibsd', 'soft_target',
+                             'amp'})
+BASICSR_TRAIN_KEYS = frozenset({
+    'optim_g', 'optim_d', 'scheduler', 'total_iter', 'warmup_iter', 'pixel_opt', 'perceptual_opt', 'gan_opt',
+    'ldl_opt', 'feature_matching_opt', 'ema_decay', 'net_d_iters', 'net_d_init_iters', 'fix_flow', 'flow_lr_mul',
+    'lr_flow', 'dcn_lr_mul', 'tsa_iter', 'r1_reg_weight', 'path_reg_weight', 'net_g_reg_every', 'net_d_reg_every',
+    'mixing_prob', 'path_batch_shrink', 'gan_gp_weight'})
+LOOP_KEYS = {'nodes': 'nodes', 'estimator_steps': 'int', 'grad_clip_norm': 'float?', 'max_bad_steps': 'int'}
+SOFT_TARGET_KEYS = {'source': 'str', 'alpha_max': 'float', 'ramp_iters': 'int?', 'refresh_iters': 'int?'}
+SCHEDULER_KEYS = {'type': 'str', 'milestones': 'ints', 'gamma': 'float', 'restart_weights': 'floats',
+                  'restarts': 'ints', 'periods': 'ints', 'eta_min': 'float'}
+IBSD_PATH_KEYS = ('pretrain_network_est', 'strict_load_est', 'param_key_est')
+BASICSR_TOP_KEYS = frozenset({
+    'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'path', 'train',
+    'val', 'logger', 'dist_params', 'is_train', 'dist', 'rank', 'world_size', 'auto_resume', 'root_path',
+    'find_unused_parameters', 'iters_per_epoch'})
+BASICSR_PATH_KEYS = frozenset({
+    'pretrain_network_g', 'pretrain_network_d', 'strict_load_g', 'strict_load_d', 'param_key_g', 'param_key_d',
+    'resume_state', 'experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root',
+    'ignore_resume_networks', 'root'})
+LOSS_SECTIONS = ('mi_opt', 'est_opt', 'wavelet_opt')
+NEAR_MISS_CUTOFF = 0.8
+
+
+class OptionError(ValueError):
+    """An IBSD option that is unknown or has a value of the wrong kind."""
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    near = difflib.get_close_matches(key, sorted(valid), n=3, cutoff=0.6)
+    return f"did you mean {' or '.join(repr(n) for n in near)}?" if near else f'valid keys: {sorted(valid)}'
+
+
+def reject_unknown(section: Mapping, valid: Iterable[str], where: str) -> None:
+    """Raise :class:`OptionError` naming the first key of ``section`` that is not in ``valid``."""
+    valid = set(valid)
+    for key in section:
+        if key not in valid:
+            raise OptionError(f"{where}: unknown key '{key}': {_suggest(key, valid)}")
+
+
+def as_number(value: Any, where: str, kind: type = float) -> int | float:
+    """``value`` as ``kind`` (float or int); strings such as ``'1e-3'`` are read as numbers."""
+    if isinstance(value, bool):
+        raise OptionError(f'{where}: expected a number, got {value!r}')
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            raise OptionError(f'{where}: expected a number, got {value!r}') from None
+    if not isinstance(value, (int, float)):
+        raise OptionError(f'{where}: expected a number, got {value!r}')
+    if kind is int:
+        if float(value) != int(value):
+            raise OptionError(f'{where}: expected a whole number, got {value!r}')
+        return int(value)
+    return float(value)
+
+
+def _convert(value: Any, kind: str, where: str) -> Any:
+    optional = kind.endswith('?')
+    kind = kind.rstrip('?')
+    if value is None and (optional or kind in ('nodes', 'ints', 'floats')):
+        return None
+    if kind == 'float':
+        return as_number(value, where)
+    if kind == 'int':
+        return as_number(value, where, int)
+    if kind in ('ints', 'floats'):
+        if not isinstance(value, (list, tuple)):
+            raise OptionError(f'{where}: expected a list of numbers, got {value!r}')
+        item_kind = int if kind == 'ints' else float
+        return [as_number(v, f'{where}[{i}]', item_kind) for i, v in enumerate(value)]
+    if kind == 'nodes':
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise OptionError(f'{where}: expected a list of module names, got {value!r}')
+        return list(value)
+    if kind == 'str' and not isinstance(value, str):
+        raise OptionError(f'{where}: expected a name, got {value!r}')
+    return value
+
+
+def check_section(section: Any, schema: Mapping[str, str], where: str) -> dict:
+    """``section`` (a mapping or ``None``) checked against ``schema`` (key -> kind), numbers converted."""
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise OptionError(f'{where}: expected a mapping of keys, got {section!r}')
+    reject_unknown(section, schema, where)
+    return {key: _convert(value, schema[key], f'{where}:{key}') for key, value in section.items()}
+
+
+def _numeric_default(parameter: inspect.Parameter) -> type | None:
+    default = parameter.default
+    if isinstance(default, bool):
+        return None
+    if isinstance(default, (int, float)):
+        return type(default)
+    annotation = str(parameter.annotation)
+    return {'float': float, 'int': int}.get(annotation.replace('typing.', '').split(' ')[0])
+
+
+def check_constructor_options(options: Mapping, cls: type, where: str, strict: bool = True) -> dict:
+    """Options for ``cls(**options)`` (``type`` excluded): unknown keyword arguments rejected
+    (unless ``cls`` takes ``**kwargs`` or ``strict`` is off), numeric ones converted to numbers."""
+    parameters = dict(inspect.signature(cls.__init__).parameters)
+    parameters.pop('self', None)
+    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+    if strict and not takes_any:
+        reject_unknown([k for k in options if k != 'type'], parameters, where)
+    checked = dict(options)
+    for key, value in options.items():
+        kind = _numeric_default(parameters[key]) if key in parameters else None
+        if kind is not None and value is not None:
+            checked[key] = as_number(value, f'{where}:{key}', kind)
+        elif kind is None and key in parameters and isinstance(value, (list, tuple)):
+            checked[key] = [_maybe_number(v) for v in value]
+    return checked
+
+
+def _maybe_number(value: Any) -> Any:
+    """A string that reads as a number becomes that number; anything else is left as it is."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def check_registered(options: Any, registry, where: str, strict: bool = True) -> dict:
+    """A ``{type: X, ...}`` section whose ``type`` is in a BasicSR ``registry``, checked against X."""
+    if not isinstance(options, Mapping) or 'type' not in options:
+        raise OptionError(f"{where}: expected a mapping with a 'type', got {options!r}")
+    kind = options['type']
+    if kind not in registry:
+        names = [name for name, _ in registry]
+        raise OptionError(f"{where}:type: '{kind}' is not registered: {_suggest(str(kind), names)}")
+    return check_constructor_options(options, registry.get(kind), where, strict)
+
+
+def check_optimizer(options: Any, where: str) -> dict:
+    """An optimizer section: numbers written as strings (``lr: 1e-3``) become numbers."""
+    if not isinstance(options, Mapping) or 'type' not in options:
+        raise OptionError(f"{where}: expected a mapping with a 'type', got {options!r}")
+    checked = dict(options)
+    for key, value in options.items():
+        if key == 'type':
+            continue
+        if isinstance(value, (list, tuple)):
+            checked[key] = [_maybe_number(v) for v in value]
+        else:
+            checked[key] = _maybe_number(value)
+    return checked
+
+
+def _reject_near_misses(section: Mapping, ibsd_keys: Iterable[str], known: Iterable[str], where: str) -> None:
+    """Keys of a section IBSD shares with BasicSR (which ignores unknown keys there) that look like a
+    misspelt IBSD key."""
+    known = set(known) | set(ibsd_keys)
+    for key in section:
+        if key in known:
+            continue
+        near = difflib.get_close_matches(key, list(ibsd_keys), n=1, cutoff=NEAR_MISS_CUTOFF)
+        if near:
+            raise OptionError(f"{where}: unknown key '{key}': did you mean '{near[0]}'?")
+
+
+def check_ibsd_options(opt: dict) -> dict:
+    """Check (and convert in place) every option IBSD reads in a parsed BasicSR ``opt``; returns ``opt``.
+
+    Raises:
+        OptionError: naming the first unknown key (with the nearest valid ones) or bad value.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY, LOSS_REGISTRY
+    train = opt.get('train')
+    if not isinstance(train, dict):
+        raise OptionError('train: the section is missing')
+    reject_unknown(train, IBSD_TRAIN_KEYS | BASICSR_TRAIN_KEYS, 'train')
+    _reject_near_misses(opt, ['network_est'], BASICSR_TOP_KEYS, 'options')
+    _reject_near_misses(opt.get('path') or {}, IBSD_PATH_KEYS, BASICSR_PATH_KEYS, 'path')
+    if 'ibsd' in train:
+        train['ibsd'] = check_section(train['ibsd'], LOOP_KEYS, 'train:ibsd')
+    if 'soft_target' in train:
+        train['soft_target'] = check_section(train['soft_target'], SOFT_TARGET_KEYS, 'train:soft_target')
+    for key in LOSS_SECTIONS:
+        if train.get(key):
+            train[key] = check_registered(train[key], LOSS_REGISTRY, f'train:{key}')
+    if train.get('pixel_opt'):  # BasicSR's key: numbers converted, other keys left to BasicSR
+        train['pixel_opt'] = check_registered(train['pixel_opt'], LOSS_REGISTRY, 'train:pixel_opt', strict=False)
+    for key in ('optim_g', 'optim_est'):
+        if train.get(key):
+            train[key] = check_optimizer(train[key], f'train:{key}')
+    for key in ('scheduler', 'scheduler_est'):
+        if train.get(key):
+            train[key] = check_section(train[key], SCHEDULER_KEYS, f'train:{key}')
+    if opt.get('network_est'):
+        opt['network_est'] = check_registered(opt['network_est'], ARCH_REGISTRY, 'network_est')
+    if 'total_iter' in train:
+        train['total_iter'] = as_number(train['total_iter'], 'train:total_iter', int)
+    if train.get('ema_decay') is not None:
+        train['ema_decay'] = as_number(train['ema_decay'], 'train:ema_decay')
+    return opt
+
+
+def describe_terms(opt: Mapping, nodes: list[str] | None) -> str:
+    """One line saying which IBSD terms are on, with their weights, nodes and teacher."""
+    train = opt['train']
+
+    def term(key: str, label: str) -> str:
+        options = train.get(key)
+        if not options:
+            return f'{label} off'
+        extras = {k: v for k, v in options.items() if k not in ('type', 'loss_weight')}
+        details = ', '.join(f'{k} {v}' for k, v in extras.items())
+        return f"{label} {options['type']} x{options.get('loss_weight', 1.0):g}" + (f' ({details})' if details else '')
+
+    parts = [term('pixel_opt', 'pixel'), term('mi_opt', 'MI')]
+    if train.get('mi_opt'):
+        est = opt.get('network_est') or {'type': 'IBEstimator'}
+        lr = (train.get('optim_est') or train.get('optim_g') or {}).get('lr')
+        parts[-1] += f" over nodes {nodes}, estimator {est['type']} lr {lr}"
+    parts.append(term('wavelet_opt', 'wavelet'))
+    if train.get('wavelet_opt'):
+        soft = train.get('soft_target') or {}
+        parts[-1] += (f" vs soft target (teacher {soft.get('source') or 'snapshot'}, alpha_max "
+                      f"{soft.get('alpha_max', 0.8)}, ramp {soft.get('ramp_iters') or train.get('total_iter')} iters)")
+    return 'IBSD terms: ' + '; '.join(parts)
