@@ -17,6 +17,9 @@ Fixes:
 - ``BaseModel.load_network`` fails with ``KeyError: 'params'`` on plain state dicts such as the
   official IMDN/RFDN checkpoints and gives no file name on a mismatch: it now accepts every
   format :func:`ibsd.archs.checkpoint.extract_state_dict` knows and names the file on errors;
+- a state saved mid-epoch resumes at the start of its epoch, with augmentations drawn from
+  hidden streams: training samples are now a function of ``(manual_seed, epoch, position)`` and
+  a resumed epoch continues where the state was saved (:mod:`ibsd.data.resumable_sampling`);
 - the number of iterations per epoch, which BasicSR only logs, is stored as
   ``opt['iters_per_epoch']`` for models that act per epoch (IBSD's snapshot teacher);
 - ``BaseModel.save_network`` writes NaN weights of a diverged run, writes in place and goes on
@@ -90,6 +93,7 @@ def load_resume_state(opt: dict) -> dict | None:
         raise FileNotFoundError(f"path:resume_state: training state '{state_path}' does not exist")
     resume_state = torch.load(state_path, map_location=_state_device(), weights_only=False)
     check_resume(opt, resume_state['iter'])
+    opt['resume_from'] = {'epoch': int(resume_state['epoch']), 'iter': int(resume_state['iter'])}
     return resume_state
 
 
@@ -175,13 +179,49 @@ def with_option_defaults(parse_options):
     return parse_options_with_defaults
 
 
+def position_seeded_train_sets(build_dataset):
+    """Wrap ``basicsr.train.build_dataset``: training sets draw each sample from streams seeded by its place."""
+
+    def build(dataset_opt: dict):
+        from ibsd.data.resumable_sampling import PositionSeededDataset
+        dataset = build_dataset(dataset_opt)
+        return PositionSeededDataset(dataset) if dataset_opt.get('phase') == 'train' else dataset
+
+    build.__wrapped__ = build_dataset
+    return build
+
+
+def resume_part_way(opt: dict, loader, sampler, logger) -> None:
+    """Make the training loader continue a resumed run at the saved iteration's place in its epoch."""
+    position = opt.get('resume_from')
+    if not position or not hasattr(sampler, 'start_part_way'):
+        return
+    per_epoch = len(loader)
+    done = position['iter'] - position['epoch'] * per_epoch
+    if not 0 <= done <= per_epoch:
+        logger.warning(f"The training state (epoch {position['epoch']}, iteration {position['iter']}) does not fall "
+                       f'in an epoch of {per_epoch} iterations (was the batch size or the data set changed?): '
+                       'the epoch restarts from its first batch')
+        return
+    sampler.start_part_way(position['epoch'], done * loader.batch_size)
+    logger.info(f"Resuming epoch {position['epoch']} after its first {done} of {per_epoch} iterations")
+
+
 def recording_iters_per_epoch(create_train_val_dataloader):
-    """Wrap ``basicsr.train.create_train_val_dataloader`` to store ``opt['iters_per_epoch']``."""
+    """Wrap ``basicsr.train.create_train_val_dataloader``: store ``opt['iters_per_epoch']``, seed the
+    training samples from ``manual_seed`` and resume part-way into an epoch."""
 
     def create_and_record(opt, logger):
+        import torch
         result = create_train_val_dataloader(opt, logger)
-        if result[0] is not None:
-            opt['iters_per_epoch'] = len(result[0])
+        loader, sampler = result[0], result[1]
+        if loader is not None:
+            opt['iters_per_epoch'] = len(loader)
+            seed = int(opt.get('manual_seed') or 0)
+            if hasattr(loader.dataset, 'seed'):
+                loader.dataset.seed = seed
+            loader.generator = torch.Generator().manual_seed(seed)  # worker seeds never draw from torch's stream
+            resume_part_way(opt, loader, sampler, logger)
         return result
 
     create_and_record.__wrapped__ = create_train_val_dataloader
@@ -199,12 +239,15 @@ def patch_basicsr() -> None:
     from basicsr.utils import dist_util
 
     from ibsd.data.checks import checked_build_dataset
+    from ibsd.data.resumable_sampling import ResumableSampler
     ORIGINALS.update(load_resume_state=basicsr.train.load_resume_state,
                      _init_dist_pytorch=dist_util._init_dist_pytorch, load_network=BaseModel.load_network,
                      model_to_device=BaseModel.model_to_device, save_network=BaseModel.save_network)
     basicsr.train.load_resume_state = load_resume_state
     for pipeline_module in (basicsr.train, basicsr.test):
         pipeline_module.build_dataset = checked_build_dataset(pipeline_module.build_dataset)
+    basicsr.train.build_dataset = position_seeded_train_sets(basicsr.train.build_dataset)
+    basicsr.train.EnlargedSampler = ResumableSampler
     basicsr.train.create_train_val_dataloader = recording_iters_per_epoch(basicsr.train.create_train_val_dataloader)
     for pipeline_module in (basicsr.train, basicsr.test):
         pipeline_module.parse_options = with_option_defaults(pipeline_module.parse_options)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -111,29 +113,66 @@ def torchrun(workdir: Path, option_file: Path, *extra: str) -> str:
 
 @pytest.mark.slow
 def test_two_process_ddp_training_resumes_each_rank_exactly(workdir):
-    """2-process DDP on CPU, IBSD included: 4 + 4 resumed iterations equal 8 uninterrupted ones.
+    """2-process DDP on CPU, IBSD included: 3 + 5 resumed iterations equal 8 uninterrupted ones.
 
-    Each rank draws its own crops from its own random streams, so this holds only when every
-    rank gets its own streams back (a state with rank 0's streams on both ranks diverges).
+    The state at iteration 3 falls mid-epoch; each rank must get its own random streams back (a
+    state with rank 0's streams on both ranks diverges) and its place in the epoch.
     """
     def options(name: str, total_iter: int) -> Path:
         opt = ibsd_options(name, workdir / 'data', total_iter)
         opt['train']['mi_opt']['mode'] = 'full'
-        opt['logger']['save_checkpoint_freq'] = 4  # 2 iterations per epoch on each of 2 ranks
+        opt['logger']['save_checkpoint_freq'] = 3  # 2 iterations per epoch on each of 2 ranks: mid-epoch states
         return write_yaml(workdir / f'{name}.yml', opt)
 
     output = torchrun(workdir, options('ddp', 8))
     assert 'World size (gpu number): 2' in output
-    state = torch.load(workdir / 'experiments' / 'ddp' / 'training_states' / '4.state', weights_only=False)
+    state = torch.load(workdir / 'experiments' / 'ddp' / 'training_states' / '6.state', weights_only=False)
     per_rank = state['ibsd']['random']
     assert len(per_rank) == 2 and not torch.equal(per_rank[0]['torch'], per_rank[1]['torch'])
 
-    halves = options('ddp_halves', 4)
+    halves = options('ddp_halves', 3)
     torchrun(workdir, halves)
     output = torchrun(workdir, halves, '--auto_resume', '--force_yml', 'train:total_iter=8')
-    assert 'Resuming training from' in output
-    resumed = torch.load(models_of(workdir, 'ddp_halves') / 'net_g_8.pth', weights_only=True)
-    straight = torch.load(models_of(workdir, 'ddp') / 'net_g_8.pth', weights_only=True)
+    assert 'Resuming training from epoch: 1, iter: 3.' in output
+    assert 'Resuming epoch 1 after its first 1 of 2 iterations' in output
+    resumed = torch.load(models_of(workdir, 'ddp_halves') / 'net_g_latest.pth', weights_only=True)
+    straight = torch.load(models_of(workdir, 'ddp') / 'net_g_latest.pth', weights_only=True)
     IMDN(num_feat=16, num_block=6, upscale=2).load_state_dict(straight['params'], strict=True)
     for key in ('params', 'params_ema'):
         assert all(torch.equal(resumed[key][k], straight[key][k]) for k in straight[key]), key
+
+
+def kill_at_iteration(command: list[str], cwd: Path, iteration: int) -> str:
+    """Start ``command`` and SIGKILL it as soon as it logs ``iteration`` (or fail if it ends first)."""
+    lines = []
+    with subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as process:
+        for line in process.stdout:
+            lines.append(line)
+            if f'iter: {iteration:7d},' in line:
+                process.send_signal(signal.SIGKILL)
+                break
+    assert process.returncode == -signal.SIGKILL, ''.join(lines)[-3000:]
+    return ''.join(lines)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('workers', [0, 2])
+def test_a_run_killed_at_a_random_iteration_resumes_to_the_same_weights(workdir, workers):
+    """Saves every 3 iterations, epochs of 4: the state a killed run resumes from is mostly mid-epoch."""
+    def options(name: str) -> Path:
+        opt = ibsd_options(name, workdir / 'data', 10)
+        opt['logger']['save_checkpoint_freq'] = 3
+        opt['datasets']['train']['num_worker_per_gpu'] = workers
+        return write_yaml(workdir / f'{name}.yml', opt)
+
+    kill_at = random.Random().randint(4, 9)
+    run([str(SCRIPTS / 'ibsd-train'), '-opt', str(options('straight'))], cwd=workdir)
+    killed = options('killed')
+    kill_at_iteration([str(SCRIPTS / 'ibsd-train'), '-opt', str(killed)], workdir, kill_at)
+    output = run([str(SCRIPTS / 'ibsd-train'), '-opt', str(killed), '--auto_resume'], cwd=workdir)
+    saved = 3 * ((kill_at - 1) // 3)  # the newest state a kill during iteration kill_at can leave
+    assert f'iter: {saved}.' in output and 'Resuming training from' in output, f'killed at {kill_at}'
+    resumed = torch.load(models_of(workdir, 'killed') / 'net_g_latest.pth', weights_only=True)
+    straight = torch.load(models_of(workdir, 'straight') / 'net_g_latest.pth', weights_only=True)
+    for key in ('params', 'params_ema'):
+        assert all(torch.equal(resumed[key][k], straight[key][k]) for k in straight[key]), (key, kill_at)
