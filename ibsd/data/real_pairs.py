@@ -14,8 +14,9 @@ the file or folder):
 Same-size LR images are resampled to 1/s (area interpolation) after cropping both images to a
 multiple of s. Outputs, under ``<out>/x{s}/``: ``{split}_HR/<key>.png`` and
 ``{split}_LR/<key>.png`` with identical names, and for training splits ``{split}_HR.lmdb`` /
-``{split}_LR.lmdb`` with BasicSR's ``meta_info.txt``. Everything already written is kept, so an
-interrupted run continues where it stopped.
+``{split}_LR.lmdb`` with BasicSR's ``meta_info.txt``. Every PNG is written whole (through a
+temporary ``.tmp.png``) and files already written are kept, so an interrupted run continues where
+it stopped; ``ibsd.data.prepare`` makes sure the files kept come from the same inputs and options.
 """
 from __future__ import annotations
 
@@ -108,6 +109,18 @@ def aligned_pair(pair: Pair, scale: int, same_size: bool) -> tuple[np.ndarray, n
     return hr[:expected[0], :expected[1]], lr
 
 
+def temporary_png(path: Path) -> Path:
+    """Where ``path`` is written before it is renamed into place (``a.png`` -> ``a.tmp.png``)."""
+    return path.with_suffix('.tmp.png')
+
+
+def write_png(path: Path, image: np.ndarray) -> None:
+    temporary = temporary_png(path)
+    if not cv2.imwrite(str(temporary), image):
+        raise PairError(f'{temporary}: could not be written')
+    os.replace(temporary, path)  # a killed run never leaves half a PNG
+
+
 def write_pairs(pairs: list[Pair], out: Path, split: str, scale: int, same_size: bool) -> tuple[Path, Path]:
     """Write ``{split}_HR`` / ``{split}_LR`` PNG folders (existing outputs are kept)."""
     hr_dir, lr_dir = out / f'{split}_HR', out / f'{split}_LR'
@@ -118,27 +131,29 @@ def write_pairs(pairs: list[Pair], out: Path, split: str, scale: int, same_size:
         if hr_path.is_file() and lr_path.is_file():
             continue
         hr, lr = aligned_pair(pair, scale, same_size)
-        for path, image in ((hr_path, hr), (lr_path, lr)):
-            temporary = path.with_suffix('.tmp.png')
-            cv2.imwrite(str(temporary), image)
-            os.replace(temporary, path)  # a killed run never leaves half a PNG
+        write_png(hr_path, hr)
+        write_png(lr_path, lr)
     return hr_dir, lr_dir
 
 
-def write_lmdb(folder: Path) -> Path:
-    """``<folder>.lmdb`` with BasicSR's ``make_lmdb_from_imgs`` (kept if complete)."""
+def write_lmdb(folder: Path, names: list[str] | None = None) -> Path:
+    """``<folder>.lmdb`` of the PNGs ``names`` in ``folder`` (default: all of them) with BasicSR's
+    ``make_lmdb_from_imgs``; kept if its ``meta_info.txt`` already lists exactly those images."""
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     target = folder.with_suffix('.lmdb')
-    names = sorted(p.name for p in folder.glob('*.png'))
+    names = sorted(names if names is not None else (p.name for p in folder.glob('*.png')))
     meta = target / 'meta_info.txt'
-    if meta.is_file() and len(meta.read_text().splitlines()) == len(names):
+    if meta.is_file() and [line.split(' ')[0] for line in meta.read_text().splitlines()] == names:
         return target
     if target.exists():
         shutil.rmtree(target)
     with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
         partial = Path(scratch) / target.name
+        # BasicSR sizes the map from the first image only, too small when later ones are much larger
+        # (or all are tiny); the map is reserved address space, not disk
+        map_size = 10 * sum((folder / name).stat().st_size for name in names) + (64 << 20)
         with open(os.devnull, 'w') as quiet, contextlib.redirect_stdout(quiet):
-            make_lmdb_from_imgs(str(folder), str(partial), names, [Path(n).stem for n in names])
+            make_lmdb_from_imgs(str(folder), str(partial), names, [Path(n).stem for n in names], map_size=map_size)
         os.replace(partial, target)
     return target
 
@@ -151,29 +166,52 @@ def subimage_positions(length: int, crop: int, step: int, thresh: int) -> list[i
     return positions
 
 
+def subimage_name(key: str, index: int) -> str:
+    return f'{key}_s{index + 1:03d}.png'
+
+
+def plan_subimages(pairs: list[Pair], scale: int, crop_size: int, step: int,
+                   thresh_size: int = 0) -> dict[str, list[tuple[str, int, int]]]:
+    """``(name, top, left)`` of every HR sub-image of each pair, keyed by pair; reads only the LR images
+    (the HR image is used at exactly ``scale`` times their size), so the names are known before writing."""
+    if crop_size % scale or step % scale:
+        raise PairError(f'--crop-size {crop_size} and --step {step} must be multiples of --scale {scale}')
+    plan = {}
+    for pair in tqdm(pairs, desc='sub-image grid', unit='image', leave=False):
+        height, width = (side * scale for side in read_color(pair.lr).shape[:2])
+        if min(height, width) < crop_size:
+            raise PairError(f'{pair.hr}: smaller than --crop-size {crop_size} (its LR {pair.lr} is '
+                            f'{width // scale}x{height // scale})')
+        rows = subimage_positions(height, crop_size, step, thresh_size)
+        cols = subimage_positions(width, crop_size, step, thresh_size)
+        plan[pair.key] = [(subimage_name(pair.key, index), y, x)
+                          for index, (y, x) in enumerate((y, x) for y in rows for x in cols)]
+    return plan
+
+
+def write_subimages(pairs: list[Pair], plan: dict[str, list[tuple[str, int, int]]], out_hr: Path, out_lr: Path,
+                    scale: int, crop_size: int) -> int:
+    """Write the sub-images of :func:`plan_subimages`; a pair whose sub-images all exist is skipped."""
+    out_hr.mkdir(parents=True, exist_ok=True)
+    out_lr.mkdir(parents=True, exist_ok=True)
+    small = crop_size // scale
+    for pair in tqdm(pairs, desc='sub-images', unit='image'):
+        cuts = plan[pair.key]
+        if all((out_hr / name).is_file() and (out_lr / name).is_file() for name, _, _ in cuts):
+            continue
+        hr, lr = aligned_pair(pair, scale, same_size=False)
+        for name, y, x in cuts:
+            write_png(out_hr / name, hr[y:y + crop_size, x:x + crop_size])
+            write_png(out_lr / name, lr[y // scale:y // scale + small, x // scale:x // scale + small])
+    return sum(len(cuts) for cuts in plan.values())
+
+
 def extract_subimages(hr_dir: Path, lr_dir: Path, out_hr: Path, out_lr: Path, scale: int, crop_size: int,
                       step: int, thresh_size: int = 0) -> int:
     """Cut aligned HR/LR sub-images (HR ``crop_size``, LR ``crop_size / scale``) from paired folders."""
-    if crop_size % scale or step % scale:
-        raise PairError(f'--crop-size {crop_size} and --step {step} must be multiples of --scale {scale}')
-    pairs = match_pairs(images_in(require_dir(hr_dir, 'HR')), images_in(require_dir(lr_dir, 'LR')),
-                        lambda p: p.stem, lambda p: p.stem, f'{hr_dir} / {lr_dir}')
-    out_hr.mkdir(parents=True, exist_ok=True)
-    out_lr.mkdir(parents=True, exist_ok=True)
-    count = 0
-    for pair in tqdm(pairs, desc='sub-images', unit='image'):
-        hr, lr = aligned_pair(pair, scale, same_size=False)
-        if min(hr.shape[:2]) < crop_size:
-            raise PairError(f'{pair.hr}: smaller than --crop-size {crop_size}')
-        rows = subimage_positions(hr.shape[0], crop_size, step, thresh_size)
-        cols = subimage_positions(hr.shape[1], crop_size, step, thresh_size)
-        small = crop_size // scale
-        for index, (y, x) in enumerate((y, x) for y in rows for x in cols):
-            name = f'{pair.key}_s{index + 1:03d}.png'
-            cv2.imwrite(str(out_hr / name), hr[y:y + crop_size, x:x + crop_size])
-            cv2.imwrite(str(out_lr / name), lr[y // scale:y // scale + small, x // scale:x // scale + small])
-            count += 1
-    return count
+    pairs = folder_pairs(hr_dir, lr_dir)
+    plan = plan_subimages(pairs, scale, crop_size, step, thresh_size)
+    return write_subimages(pairs, plan, out_hr, out_lr, scale, crop_size)
 
 
 # --------------------------------------------------------------------------- layouts
