@@ -140,9 +140,13 @@ def save_network(self, net, net_label: str, current_iter, param_key='params') ->
     """Replacement for ``BaseModel.save_network``: refuses non-finite weights, writes atomically, raises on failure.
 
     basicsr writes in place (a kill mid-write leaves a truncated file) and, when writing fails
-    three times, logs a warning and carries on as if the file were saved.
+    three times, logs a warning and carries on as if the file were saved. As basicsr's, only
+    rank 0 writes.
     """
     import torch
+    from basicsr.utils.dist_util import get_dist_info
+    if get_dist_info()[0] != 0:
+        return
     networks = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(networks) != len(keys):
