@@ -8,9 +8,9 @@ Fixes:
 - ``torchvision.transforms.functional_tensor`` is gone in torchvision >= 0.17 (``import
   basicsr`` fails on it);
 - ``import basicsr`` raises a SciPy ``DeprecationWarning`` (``scipy.ndimage.filters``);
-- ``basicsr.train.load_resume_state`` calls ``torch.cuda.current_device()`` (fails on CPU) and
-  looks for ``--auto_resume`` states relative to the working directory instead of the
-  experiment's ``training_states`` folder;
+- ``basicsr.train.load_resume_state`` unpickles anything (``weights_only=False``), calls
+  ``torch.cuda.current_device()`` (fails on CPU) and looks for ``--auto_resume`` states relative
+  to the working directory instead of the experiment's ``training_states`` folder;
 - ``--launcher pytorch`` always initialises NCCL and calls ``torch.cuda.set_device``, and
   ``BaseModel.model_to_device`` passes ``torch.cuda.current_device()`` to DDP (all fail on CPU):
   gloo and CPU DDP are used when CUDA is not available;
@@ -73,13 +73,44 @@ def latest_training_state(state_dir: str) -> str | None:
     return osp.join(state_dir, f'{max(iters)}.state')
 
 
+def load_training_state(path: str, device) -> dict:
+    """A ``.state`` file read with ``weights_only=True`` (NumPy's random state allowed, nothing that runs code).
+
+    Raises:
+        CheckpointError: one line naming the file when it is truncated, not a PyTorch file or not a
+            training state.
+    """
+    import pickle
+
+    import numpy as np
+    import torch
+
+    from ibsd.archs.checkpoint import CheckpointError, explain_load_failure
+    numpy_core = getattr(np, '_core', None) or np.core
+    allowed = [numpy_core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+    try:
+        with torch.serialization.safe_globals(allowed):
+            state = torch.load(path, map_location=device, weights_only=True)
+    except pickle.UnpicklingError as error:
+        if 'weights only' not in str(error).lower():
+            raise explain_load_failure(path, error) from error
+        reason = str(error).strip().splitlines()[0]
+        raise CheckpointError(f'{path} holds Python objects a training state does not ({reason}); it is not '
+                              'unpickled since that could run code') from error
+    except Exception as error:
+        raise explain_load_failure(path, error) from error
+    if not isinstance(state, dict) or 'iter' not in state or 'optimizers' not in state:
+        raise CheckpointError(f'{path} is not a training state (no iter and optimizers): path:resume_state takes '
+                              'a training_states/<iter>.state file')
+    return state
+
+
 def load_resume_state(opt: dict) -> dict | None:
     """Replacement for ``basicsr.train.load_resume_state`` that works on CPU.
 
     With ``--auto_resume`` the newest state is taken from ``opt['path']['training_states']``
     (the experiment folder under the run's root), not from ``./experiments``.
     """
-    import torch
     from basicsr.utils import check_resume
     if opt['auto_resume']:
         state_path = latest_training_state(opt['path']['training_states'])
@@ -91,7 +122,7 @@ def load_resume_state(opt: dict) -> dict | None:
         return None
     if not osp.isfile(state_path):
         raise FileNotFoundError(f"path:resume_state: training state '{state_path}' does not exist")
-    resume_state = torch.load(state_path, map_location=_state_device(), weights_only=False)
+    resume_state = load_training_state(state_path, _state_device())
     check_resume(opt, resume_state['iter'])
     opt['resume_from'] = {'epoch': int(resume_state['epoch']), 'iter': int(resume_state['iter'])}
     return resume_state

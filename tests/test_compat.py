@@ -156,3 +156,34 @@ def test_validation_suffix_gets_a_default(tmp_path, monkeypatch):
     with pytest.raises(KeyError):
         monkeypatch.setattr(sys, 'argv', ['test.py', '-opt', str(opt_file)])
         basicsr.test.parse_options.__wrapped__(str(tmp_path), is_train=False)[0]['val']['suffix']
+
+
+def test_training_states_load_without_unpickling_code(tmp_path):
+    from basicsr.models import build_model
+
+    from ibsd.archs.checkpoint import CheckpointError
+    from ibsd.compat import load_training_state
+    from tests.test_ibsd_model import make_opt
+    model = build_model(make_opt(tmp_path))
+    (tmp_path / 'states').mkdir()
+    model.save_training_state(0, 3)
+    state = load_training_state(str(tmp_path / 'states' / '3.state'), 'cpu')
+    assert state['iter'] == 3 and state['ibsd']['random'][0]['numpy'][0] == 'MT19937'
+
+    truncated = tmp_path / 'truncated.state'
+    truncated.write_bytes((tmp_path / 'states' / '3.state').read_bytes()[:2000])
+    with pytest.raises(CheckpointError, match='cannot read .*truncated.state: truncated or not a PyTorch file'):
+        load_training_state(str(truncated), 'cpu')
+    weights = tmp_path / 'net_g.pth'
+    torch.save({'params': model.net_g.state_dict()}, weights)
+    with pytest.raises(CheckpointError, match=r'net_g.pth is not a training state'):
+        load_training_state(str(weights), 'cpu')
+
+    class Payload:
+        def __reduce__(self):
+            return (os.mkdir, (str(tmp_path / 'ran'),))
+    hostile = tmp_path / 'hostile.state'
+    torch.save({'iter': 1, 'optimizers': [], 'payload': Payload()}, hostile)
+    with pytest.raises(CheckpointError, match='not unpickled since that could run code'):
+        load_training_state(str(hostile), 'cpu')
+    assert not (tmp_path / 'ran').exists()
