@@ -47,32 +47,34 @@ def test_a_size_mismatch_names_the_pair(tmp_path):
         check_dataset(options(tmp_path))
 
 
-def test_evaluation_sets_may_have_gt_up_to_scale_minus_one_pixels_larger(tmp_path):
+def test_evaluation_sets_may_have_a_larger_gt_which_basicsr_crops(tmp_path):
     make_pairs(tmp_path, 2, scale=2)
-    cv2.imwrite(str(tmp_path / 'hr' / '000.png'), np.zeros((49, 49, 3), np.uint8))  # LQ is 24x24
+    cv2.imwrite(str(tmp_path / 'hr' / '000.png'), np.zeros((53, 60, 3), np.uint8))  # LQ is 24x24
     check_dataset(options(tmp_path, phase='val'))
     with pytest.raises(DataCheckError, match='pair 000.png'):
         check_dataset(options(tmp_path, phase='train'))
+    cv2.imwrite(str(tmp_path / 'hr' / '000.png'), np.zeros((47, 60, 3), np.uint8))
+    with pytest.raises(DataCheckError, match=r'pair 000.png: .* must be 48x48 or larger'):
+        check_dataset(options(tmp_path, phase='val'))
 
 
-def test_a_file_that_is_not_an_image_is_named_before_training(tmp_path):
-    make_pairs(tmp_path, 2, scale=2)
-    (tmp_path / 'hr' / '001.png').write_bytes(b'not a png at all')
-    with pytest.raises(DataCheckError, match=r'hr/001.png: not a readable image'):
-        check_dataset(options(tmp_path))
-    (tmp_path / 'hr' / 'notes.txt').write_text('x')
-    with pytest.raises(DataCheckError, match=r'hr/notes.txt: not an image'):
-        check_dataset(options(tmp_path))
+def test_formats_pillow_cannot_read_are_decoded_by_opencv(tmp_path):
+    make_pairs(tmp_path, 1, scale=2)
+    for folder, size in (('hr', 48), ('lr', 24)):
+        (tmp_path / folder / '000.png').unlink()
+        image = np.random.default_rng(0).random((size, size, 3), dtype=np.float32)
+        assert cv2.imwrite(str(tmp_path / folder / '000.hdr'), image)
+    assert check_dataset(options(tmp_path)).startswith('datasets:train (pairs): 1 pairs')
 
 
-def test_a_truncated_image_is_named_when_it_is_drawn(tmp_path):
-    make_pairs(tmp_path, 2, scale=2)
-    path = tmp_path / 'lr' / '001.png'
-    path.write_bytes(path.read_bytes()[:60])  # the header survives, the pixels do not
-    dataset = basicsr.train.build_dataset(options(tmp_path))
-    dataset[0]
-    with pytest.raises(DataCheckError, match=r'pairs: cannot read sample 1 \(.*lr/001.png.*hr/001.png'):
-        dataset[1]
+def test_list_valued_dataroots_of_other_data_sets_are_checked_item_by_item(tmp_path):
+    make_pairs(tmp_path, 1, scale=2)
+    opt = {'name': 'single', 'type': 'SingleImageDataset', 'phase': 'test', 'io_backend': {'type': 'disk'},
+           'dataroot_lq': [str(tmp_path / 'lr')]}
+    assert check_dataset(opt).endswith(' s')
+    opt['dataroot_lq'].append(str(tmp_path / 'missing'))
+    with pytest.raises(DataCheckError, match=r'dataroot_lq .*missing does not exist'):
+        check_dataset(opt)
 
 
 def write_lmdb_meta(root: Path, sizes: dict[str, tuple[int, int]]) -> Path:
@@ -82,13 +84,29 @@ def write_lmdb_meta(root: Path, sizes: dict[str, tuple[int, int]]) -> Path:
 
 
 def test_lmdb_pairs_are_checked_from_meta_info(tmp_path):
-    gt = write_lmdb_meta(tmp_path / 'hr.lmdb', {'a': (64, 64), 'b': (64, 48)})
-    lq = write_lmdb_meta(tmp_path / 'lr.lmdb', {'a': (32, 32), 'b': (32, 32)})
+    gt = write_lmdb_meta(tmp_path / 'hr.lmdb', {'a.png': (64, 64), 'b.png': (64, 48)})
+    lq = write_lmdb_meta(tmp_path / 'lr.lmdb', {'a.png': (32, 32), 'b.png': (32, 32)})
     opt = {**options(tmp_path), 'dataroot_gt': str(gt), 'dataroot_lq': str(lq), 'io_backend': {'type': 'lmdb'}}
     with pytest.raises(DataCheckError, match=r'pair b: GT .*hr.lmdb:b is 48x64 but LQ .*lr.lmdb:b is 32x32'):
         check_dataset(opt)
     (lq / 'meta_info.txt').unlink()
     with pytest.raises(DataCheckError, match=r'lr.lmdb: no meta_info.txt'):
+        check_dataset(opt)
+
+
+def test_lmdb_keys_are_basicsrs_and_may_contain_spaces(tmp_path):
+    gt = write_lmdb_meta(tmp_path / 'hr.lmdb', {'city 01.png': (64, 64), 'b.png': (64, 48)})
+    lq = write_lmdb_meta(tmp_path / 'lr.lmdb', {'city 01.png': (32, 32), 'b.png': (32, 24)})
+    opt = {**options(tmp_path), 'dataroot_gt': str(gt), 'dataroot_lq': str(lq), 'io_backend': {'type': 'lmdb'},
+           'gt_size': 16}
+    assert check_dataset(opt).startswith('datasets:train (pairs): 2 pairs')
+    (lq / 'meta_info.txt').write_text('city 01.png (32,32,3) 1\nb.jpg (32,24,3) 1\n')  # key b either way
+    assert check_dataset(opt).startswith('datasets:train (pairs): 2 pairs')
+    (lq / 'meta_info.txt').write_text('city 01.png (32,32,3) 1\nc.png (32,24,3) 1\n')
+    with pytest.raises(DataCheckError, match=r"have no LQ partner .*: b$"):
+        check_dataset(opt)
+    (lq / 'meta_info.txt').write_text('city 01 (32,32,3) 1\n')
+    with pytest.raises(DataCheckError, match=r"meta_info.txt:1: 'city 01' has no extension"):
         check_dataset(opt)
 
 

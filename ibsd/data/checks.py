@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import time
 from os import path as osp
 from typing import Callable, Iterable
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp', '.ppm', '.pgm')
+META_LINE = re.compile(r'^(?P<name>.+?) \((?P<h>\d+),\s*(?P<w>\d+)(?:,\s*\d+)?\)(?:\s+\S+)?\s*$')
 PAIRED_TYPES = ('PairedImageDataset',)
 SHOWN = 3
 
@@ -34,7 +35,10 @@ def _listing(names: Iterable[str]) -> str:
 
 
 def read_meta_info(lmdb_path: str) -> dict[str, tuple[int, int]]:
-    """``key -> (height, width)`` from an LMDB's ``meta_info.txt`` (``key (h,w,c) compression``)."""
+    """``key -> (height, width)`` from an LMDB's ``meta_info.txt`` (lines ``name (h,w,c) compression``).
+
+    The key is what basicsr pairs GT and LQ by: the line up to its first ``'.'``.
+    """
     meta = osp.join(lmdb_path, 'meta_info.txt')
     if not osp.isfile(meta):
         raise DataCheckError(f'{lmdb_path}: no meta_info.txt (an LMDB written by basicsr or ibsd-prepare has one)')
@@ -43,25 +47,33 @@ def read_meta_info(lmdb_path: str) -> dict[str, tuple[int, int]]:
         for number, line in enumerate(handle, 1):
             if not line.strip():
                 continue
-            try:
-                key, shape = line.split()[:2]
-                height, width = (int(v) for v in shape.strip('()').split(',')[:2])
-            except ValueError:
+            match = META_LINE.match(line.strip())
+            if match is None:
                 raise DataCheckError(f"{meta}:{number}: cannot read '{line.strip()}' "
-                                     "(expected 'key (h,w,c) compression')") from None
-            sizes[key] = (height, width)
+                                     "(expected 'name (h,w,c) compression')")
+            if '.' not in match['name']:
+                raise DataCheckError(f"{meta}:{number}: '{match['name']}' has no extension: basicsr keys the "
+                                     "entries by the name up to its first '.'")
+            sizes[line.split('.')[0]] = (int(match['h']), int(match['w']))
     return sizes
 
 
 def image_size(path: str) -> tuple[int, int]:
-    """(height, width) from the image header, without decoding the pixels."""
+    """(height, width) from the image header, without decoding the pixels where Pillow knows the format
+    (other formats OpenCV reads, such as HDR or EXR, are decoded)."""
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(path) as image:
             width, height = image.size
+        return height, width
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise DataCheckError(f'{path}: not a readable image ({error})') from None
-    return height, width
+        reason = error
+    import cv2
+    decoded = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if decoded is None:
+        raise DataCheckError(f'{path}: not a readable image ({reason}); basicsr reads every file in the folder: '
+                             'move other files out')
+    return decoded.shape[0], decoded.shape[1]
 
 
 def folder_sizes(folder: str, template: str = '{}') -> dict[str, tuple[str, Callable[[], tuple[int, int]]]]:
@@ -73,9 +85,6 @@ def folder_sizes(folder: str, template: str = '{}') -> dict[str, tuple[str, Call
         stem, ext = osp.splitext(entry)
         if entry.startswith('.') or not osp.isfile(osp.join(folder, entry)):
             continue  # basicsr's scandir skips these too
-        if ext.lower() not in IMAGE_EXTENSIONS:
-            raise DataCheckError(f'{osp.join(folder, entry)}: not an image; basicsr reads every file in the folder: '
-                                 'move it out')
         if stem.startswith(prefix) and stem.endswith(suffix) and len(stem) >= len(prefix) + len(suffix):
             stem = stem[len(prefix):len(stem) - len(suffix)]
         path = osp.join(folder, entry)
@@ -98,11 +107,11 @@ def _pair_up(gt: dict, lq: dict, where: str, gt_root: str, lq_root: str) -> list
 
 
 def check_sizes(gt_size: tuple[int, int], lq_size: tuple[int, int], scale: int, train: bool) -> bool:
-    """Training pairs are exactly ``scale`` x apart; evaluation GT may exceed it by less than ``scale``
-    (basicsr crops the GT of benchmark sets whose size is not a multiple of the scale)."""
+    """Training pairs are exactly ``scale`` x apart; an evaluation GT may be larger (basicsr crops it to
+    ``scale`` x the LQ, as benchmark sets whose size is not a multiple of the scale need)."""
     if train:
         return gt_size == (lq_size[0] * scale, lq_size[1] * scale)
-    return all(lq * scale <= g < (lq + 1) * scale for g, lq in zip(gt_size, lq_size))
+    return all(g >= lq * scale for g, lq in zip(gt_size, lq_size))
 
 
 def _check_paired(dataset_opt: dict, scale: int, where: str) -> int:
@@ -131,7 +140,7 @@ def _check_paired(dataset_opt: dict, scale: int, where: str) -> int:
         if not check_sizes(gt_hw, lq_hw, scale, train):
             raise DataCheckError(f'{where}: pair {name}: GT {gt_path} is {gt_hw[1]}x{gt_hw[0]} but LQ {lq_path} is '
                                  f'{lq_hw[1]}x{lq_hw[0]}; at scale {scale} the GT must be {lq_hw[1] * scale}x'
-                                 f'{lq_hw[0] * scale}')
+                                 f"{lq_hw[0] * scale}{'' if train else ' or larger'}")
         if train and min(gt_hw) < int(dataset_opt.get('gt_size') or 0):
             raise DataCheckError(f"{where}: pair {name}: GT {gt_path} ({gt_hw[1]}x{gt_hw[0]}) is smaller than "
                                  f"gt_size {dataset_opt['gt_size']}")
@@ -152,8 +161,11 @@ def check_dataset(dataset_opt: dict) -> str:
         count = _check_paired(dataset_opt, scale, where)
     else:
         for key, value in dataset_opt.items():
-            if key.startswith('dataroot') and value and not osp.exists(value):
-                raise DataCheckError(f'{where}: {key} {value} does not exist')
+            if not key.startswith('dataroot') or not value:
+                continue
+            for root in (value if isinstance(value, (list, tuple)) else [value]):
+                if not osp.exists(str(root)):
+                    raise DataCheckError(f'{where}: {key} {root} does not exist')
         count = -1
     seconds = time.perf_counter() - started
     found = f'{count} pairs, names and sizes' if count >= 0 else 'paths'

@@ -15,6 +15,8 @@ import torch
 import torch.distributed as dist
 from basicsr.utils import get_root_logger
 
+from ibsd.models.ibsd_options import OptionError
+
 DEFAULT_MAX_BAD_STEPS = 5
 GRADIENT = 'gradient'
 
@@ -44,22 +46,30 @@ class DivergenceGuard:
 
     def __init__(self, max_bad_steps: int, distributed: bool = False):
         if max_bad_steps < 1:
-            raise ValueError(f'train:ibsd:max_bad_steps must be >= 1, got {max_bad_steps}')
+            raise OptionError(f'train:ibsd:max_bad_steps must be >= 1, got {max_bad_steps}')
         self.max_bad_steps = max_bad_steps
         self.distributed = distributed
         self.consecutive = 0
         self.skipped = 0
-        self._bad_now: list[str] = []
+        self._bad_now: list[tuple[str, list[str]]] = []
 
-    def allows(self, terms: Mapping[str, torch.Tensor], parameters: Iterable[torch.nn.Parameter]) -> bool:
-        """True when every term and gradient is finite (on every rank); else records the bad names."""
+    def allows(self, terms: Mapping[str, torch.Tensor], parameters: Iterable[torch.nn.Parameter],
+               network: str = 'student') -> bool:
+        """True when every term and gradient is finite (on every rank); else records what was bad.
+
+        Args:
+            terms: The loss terms of this step, by name.
+            parameters: The parameters the step would update (their gradients are checked).
+            network: Which network the step is for (``'student'`` or ``'estimators'``), for the log.
+        """
         flags = finite_flags(terms, parameters)
         if self.distributed and dist.is_available() and dist.is_initialized():
             dist.all_reduce(flags, op=dist.ReduceOp.MIN)
         if bool(flags.all()):
             return True
-        names = [*terms, GRADIENT]
-        self._bad_now += [name for name, ok in zip(names, flags.tolist()) if not ok]
+        names = [*terms, f'{GRADIENT} of the {network}']
+        bad = [name for name, ok in zip(names, flags.tolist()) if not ok]
+        self._bad_now.append((network, bad))
         return False
 
     def end_iteration(self, current_iter: int) -> None:
@@ -70,13 +80,13 @@ class DivergenceGuard:
             return
         self.consecutive += 1
         self.skipped += 1
-        names = ', '.join(dict.fromkeys(bad))
+        skipped = '; '.join(f"{network} step skipped (non-finite {', '.join(names)})" for network, names in bad)
         get_root_logger().warning(
-            f'iteration {current_iter}: non-finite {names}: step skipped, the student and the estimators keep '
-            f'their weights ({self.consecutive} bad in a row; the run stops at {self.max_bad_steps})')
+            f'iteration {current_iter}: {skipped}: the skipped network keeps its weights '
+            f'({self.consecutive} bad iterations in a row; the run stops at {self.max_bad_steps})')
         if self.consecutive >= self.max_bad_steps:
             raise DivergenceError(
-                f'training diverged: {self.consecutive} iterations in a row up to {current_iter} had non-finite '
-                f'{names}. No network was updated by them and no checkpoint holds them: resume from the last '
-                'saved state with a lower learning rate (train:optim_g:lr, train:optim_est:lr), a smaller '
-                'train:mi_opt:loss_weight or train:ibsd:grad_clip_norm')
+                f'training diverged: {self.consecutive} iterations in a row up to {current_iter} had a skipped '
+                f'step; last: {skipped}. Skipped steps updated nothing and no checkpoint holds a non-finite '
+                'value: resume from the last saved state with a lower learning rate (train:optim_g:lr, '
+                'train:optim_est:lr), a smaller train:mi_opt:loss_weight or train:ibsd:grad_clip_norm')

@@ -13,6 +13,8 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
+from ibsd.models.ibsd_options import OptionError
+
 NODE_OPTION = 'train:ibsd:nodes'
 
 
@@ -20,7 +22,7 @@ def parse_node(node: str) -> tuple[str, int]:
     """``'name'`` -> (name, 1); ``'name@k'`` -> (name, k)."""
     name, _, call = str(node).partition('@')
     if call and (not call.isdigit() or int(call) < 1):
-        raise ValueError(f"{NODE_OPTION}: '{node}' must be a module name, optionally followed by @k with k >= 1")
+        raise OptionError(f"{NODE_OPTION}: '{node}' must be a module name, optionally followed by @k with k >= 1")
     return name, int(call) if call else 1
 
 
@@ -28,7 +30,7 @@ def default_nodes(net: nn.Module) -> list[str]:
     """The nodes a built-in student declares (``ibsd_nodes()``), else an error naming the option."""
     declare = getattr(net, 'ibsd_nodes', None)
     if declare is None:
-        raise ValueError(f'{type(net).__name__} declares no default IBSD nodes: list module names in '
+        raise OptionError(f'{type(net).__name__} declares no default IBSD nodes: list module names in '
                          f'{NODE_OPTION} (e.g. the first conv and some block outputs)')
     return list(declare())
 
@@ -43,7 +45,7 @@ class NodeRecorder:
 
     def __init__(self, net: nn.Module, nodes: Sequence[str]):
         if len(nodes) < 2:
-            raise ValueError(f'{NODE_OPTION}: IBSD needs at least 2 nodes, got {list(nodes)}')
+            raise OptionError(f'{NODE_OPTION}: IBSD needs at least 2 nodes, got {list(nodes)}')
         self.net = net
         self.nodes = [str(n) for n in nodes]
         self.parsed = [parse_node(n) for n in self.nodes]
@@ -51,7 +53,7 @@ class NodeRecorder:
         unknown = [name for name, _ in self.parsed if name not in modules or name == '']
         if unknown:
             top_level = [name for name in modules if name and '.' not in name]
-            raise ValueError(f'{NODE_OPTION}: no module named {unknown} in {type(net).__name__}; '
+            raise OptionError(f'{NODE_OPTION}: no module named {unknown} in {type(net).__name__}; '
                              f'its top-level modules are {top_level}')
         self.modules = {name: modules[name] for name, _ in self.parsed}
         self._outputs: dict[str, list[torch.Tensor]] = {}
@@ -83,13 +85,13 @@ class NodeRecorder:
         for node, (name, call) in zip(self.nodes, self.parsed):
             calls = outputs.get(name, [])
             if len(calls) < call:
-                raise ValueError(f"{NODE_OPTION}: node '{node}' did not run (module '{name}' ran {len(calls)} "
+                raise OptionError(f"{NODE_OPTION}: node '{node}' did not run (module '{name}' ran {len(calls)} "
                                  f'time(s) in the forward pass)')
             output = calls[call - 1]
             if not isinstance(output, torch.Tensor) or output.dim() != 4:
-                raise ValueError(f"{NODE_OPTION}: node '{node}' must output a [B, C, H, W] tensor")
+                raise OptionError(f"{NODE_OPTION}: node '{node}' must output a [B, C, H, W] tensor")
             tensors.append(output)
         sizes = {node: tuple(t.shape[2:]) for node, t in zip(self.nodes, tensors)}
         if len(set(sizes.values())) > 1:
-            raise ValueError(f'{NODE_OPTION}: all nodes must share one spatial size, got {sizes}')
+            raise OptionError(f'{NODE_OPTION}: all nodes must share one spatial size, got {sizes}')
         return tensors

@@ -31,7 +31,7 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ibsd.models.divergence_guard import DEFAULT_MAX_BAD_STEPS, DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
-from ibsd.models.ibsd_options import check_ibsd_options, describe_terms
+from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms
 from ibsd.models.soft_target import ProgressiveSoftTarget
 from ibsd.models.tiled_sr_model import TiledSRModel
 
@@ -51,7 +51,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, options: dict, key: str):
     options = dict(options)
     kind = options.pop('type', None)
     if kind not in SCHEDULERS:
-        raise ValueError(f"train:{key}: type must be one of {sorted(SCHEDULERS)}, got '{kind}'")
+        raise OptionError(f"train:{key}: type must be one of {sorted(SCHEDULERS)}, got '{kind}'")
     return SCHEDULERS[kind](optimizer, **options)
 
 
@@ -141,7 +141,7 @@ class IBSDModel(TiledSRModel):
 
     def init_training_settings(self):
         if isinstance(self.net_g, torch.nn.DataParallel):
-            raise ValueError(DATAPARALLEL_MESSAGE)
+            raise OptionError(DATAPARALLEL_MESSAGE)
         train_opt = check_ibsd_options(self.opt)['train']
         self.amp_dtype = self._amp_dtype(train_opt.get('amp'))
         self._log_names: list[str] = []
@@ -149,10 +149,10 @@ class IBSDModel(TiledSRModel):
         ibsd_opt = train_opt.get('ibsd') or {}
         self.estimator_steps = int(ibsd_opt.get('estimator_steps', 1))
         if self.estimator_steps < 1:
-            raise ValueError(f'train:ibsd:estimator_steps must be >= 1, got {self.estimator_steps}')
+            raise OptionError(f'train:ibsd:estimator_steps must be >= 1, got {self.estimator_steps}')
         self.grad_clip_norm = ibsd_opt.get('grad_clip_norm')
-        if self.grad_clip_norm is not None and float(self.grad_clip_norm) <= 0:
-            raise ValueError(f'train:ibsd:grad_clip_norm must be > 0 (or ~ for none), got {self.grad_clip_norm}')
+        if self.grad_clip_norm is not None and not float(self.grad_clip_norm) > 0:
+            raise OptionError(f'train:ibsd:grad_clip_norm must be > 0 (or ~ for none), got {self.grad_clip_norm}')
         self.net_est = None
         if train_opt.get('mi_opt'):
             bare = self.get_bare_model(self.net_g)
@@ -166,7 +166,8 @@ class IBSDModel(TiledSRModel):
         self.cri_wav = build_loss(deepcopy(train_opt['wavelet_opt'])).to(self.device) \
             if train_opt.get('wavelet_opt') else None
         self.soft_target = self._build_soft_target(train_opt.get('soft_target') or {}) if self.cri_wav else None
-        max_bad_steps = int(ibsd_opt.get('max_bad_steps') or DEFAULT_MAX_BAD_STEPS)
+        max_bad_steps = ibsd_opt.get('max_bad_steps')
+        max_bad_steps = DEFAULT_MAX_BAD_STEPS if max_bad_steps is None else int(max_bad_steps)
         self.guard = DivergenceGuard(max_bad_steps, bool(self.opt['dist']))
         super().init_training_settings()
         get_root_logger().info(describe_terms(self.opt, self.node_recorder.nodes if self.net_est is not None else None))
@@ -177,10 +178,10 @@ class IBSDModel(TiledSRModel):
         if amp in (None, False, 'none', 'off'):
             return None
         if amp not in AMP_DTYPES:
-            raise ValueError(f"train:amp: must be ~ (off) or one of {sorted(AMP_DTYPES)}, got '{amp}' (fp16 would "
+            raise OptionError(f"train:amp: must be ~ (off) or one of {sorted(AMP_DTYPES)}, got '{amp}' (fp16 would "
                              'need a gradient scaler for both optimizers; bf16 does not)')
         if self.device.type != 'cuda':
-            raise ValueError(f"train:amp: {amp} autocast is for CUDA training; this run is on {self.device.type}: "
+            raise OptionError(f"train:amp: {amp} autocast is for CUDA training; this run is on {self.device.type}: "
                              'remove train:amp')
         return AMP_DTYPES[amp]
 
@@ -207,7 +208,7 @@ class IBSDModel(TiledSRModel):
     def _build_estimator(self, channels: list[int]) -> None:
         est_opt = deepcopy(self.opt.get('network_est') or {'type': 'IBEstimator'})
         if est_opt.get('channels') is not None and list(est_opt['channels']) != channels:
-            raise ValueError(f"network_est:channels {est_opt['channels']} does not match the nodes "
+            raise OptionError(f"network_est:channels {est_opt['channels']} does not match the nodes "
                              f'{self.node_recorder.nodes} with channels {channels}')
         est_opt['channels'] = channels
         self.net_est = self.model_to_device(build_network(est_opt))
@@ -259,7 +260,7 @@ class IBSDModel(TiledSRModel):
             with self.autocast():
                 l_est = self._estimator_terms(self.net_est, self.cri_est, detached)
             l_est.backward()
-            if self.guard.allows({'l_est': l_est}, self.net_est.parameters()):
+            if self.guard.allows({'l_est': l_est}, self.net_est.parameters(), 'estimators'):
                 self.optimizer_est.step()
         return l_est.detach()
 

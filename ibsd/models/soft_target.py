@@ -22,6 +22,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ibsd.models.ibsd_options import OptionError
+
 SOURCES = ('snapshot', 'ema')
 REMOVED_SOURCES = {'current': 'with the L1 wavelet loss it trains exactly as alpha = 0 (see the README)'}
 OPTION = 'train:soft_target'
@@ -41,19 +43,19 @@ class ProgressiveSoftTarget:
     def __init__(self, source: str, alpha_max: float, ramp_iters: int, refresh_iters: int | None,
                  build_student: Callable[[], nn.Module]):
         if source in REMOVED_SOURCES:
-            raise ValueError(f"{OPTION}: source '{source}' is not offered: {REMOVED_SOURCES[source]}; "
+            raise OptionError(f"{OPTION}: source '{source}' is not offered: {REMOVED_SOURCES[source]}; "
                              f'use one of {SOURCES}')
         if source not in SOURCES:
-            raise ValueError(f"{OPTION}: source must be one of {SOURCES}, got '{source}'")
+            raise OptionError(f"{OPTION}: source must be one of {SOURCES}, got '{source}'")
         if not 0 <= alpha_max <= 1:
-            raise ValueError(f'{OPTION}: alpha_max must be in [0, 1], got {alpha_max}')
+            raise OptionError(f'{OPTION}: alpha_max must be in [0, 1], got {alpha_max}')
         if ramp_iters < 1:
-            raise ValueError(f'{OPTION}: ramp_iters must be >= 1, got {ramp_iters}')
+            raise OptionError(f'{OPTION}: ramp_iters must be >= 1, got {ramp_iters}')
         if source == 'snapshot' and refresh_iters is None:
-            raise ValueError(f'{OPTION}: set refresh_iters for the snapshot teacher (its default, one epoch, is '
+            raise OptionError(f'{OPTION}: set refresh_iters for the snapshot teacher (its default, one epoch, is '
                              'only known when training through ibsd-train / ibsd.train)')
         if source == 'snapshot' and refresh_iters < 1:
-            raise ValueError(f'{OPTION}: refresh_iters must be >= 1 for the snapshot teacher, got {refresh_iters}')
+            raise OptionError(f'{OPTION}: refresh_iters must be >= 1 for the snapshot teacher, got {refresh_iters}')
         self.source = source
         self.alpha_max = float(alpha_max)
         self.ramp_iters = int(ramp_iters)
@@ -84,7 +86,7 @@ class ProgressiveSoftTarget:
         """The teacher's prediction for ``lq`` (``None`` before the first snapshot), never differentiated."""
         if self.source == 'ema':
             if ema is None:
-                raise ValueError(f'{OPTION}: source ema needs train: ema_decay > 0')
+                raise OptionError(f'{OPTION}: source ema needs train: ema_decay > 0')
             return ema(lq)
         return None if self.snapshot is None else self.snapshot(lq)
 

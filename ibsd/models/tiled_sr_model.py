@@ -9,6 +9,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ibsd.metrics.summary_table import write_summary
+from ibsd.models.ibsd_options import OptionError
 from ibsd.models.tiling import tiled_forward
 
 
@@ -20,13 +21,13 @@ def tile_options(opt: dict) -> tuple[int, int] | None:
     if not tile:
         return None
     if not isinstance(tile, dict) or 'tile_size' not in tile:
-        raise ValueError(f'tile: expected {{tile_size: N, tile_pad: P}}, got {tile!r}')
+        raise OptionError(f'tile: expected {{tile_size: N, tile_pad: P}}, got {tile!r}')
     size, pad = tile['tile_size'], tile.get('tile_pad', 16)
     if size is None:
         return None
     for key, value in (('tile_size', size), ('tile_pad', pad)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f'tile: {key} must be an integer (tile_size null: whole images), got {value!r}')
+            raise OptionError(f'tile: {key} must be an integer (tile_size null: whole images), got {value!r}')
     return size, pad
 
 
