@@ -202,12 +202,18 @@ def save_network(self, net, net_label: str, current_iter, param_key='params') ->
 
 
 def with_option_defaults(parse_options):
-    """Wrap basicsr's ``parse_options`` so that optional keys basicsr indexes directly exist."""
+    """Wrap basicsr's ``parse_options``: optional keys basicsr indexes directly exist, iteration counts
+    are numbers, and an IBSD run's options are checked before any data set or network is built."""
 
     def parse_options_with_defaults(root_path: str, is_train: bool = True):
+        from ibsd.models.ibsd_options import check_ibsd_options, convert_iteration_counts
         opt, args = parse_options(root_path, is_train)
         if isinstance(opt.get('val'), dict):
             opt['val'].setdefault('suffix', None)
+        if is_train and isinstance(opt.get('train'), dict):
+            convert_iteration_counts(opt['train'])
+            if opt.get('model_type') == 'IBSDModel':
+                check_ibsd_options(opt)
         return opt, args
 
     parse_options_with_defaults.__wrapped__ = parse_options

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 from typing import Any, Iterable, Mapping
 
 IBSD_TRAIN_KEYS = frozenset({'mi_opt', 'est_opt', 'wavelet_opt', 'optim_est', 'scheduler_est', 'ibsd', 'soft_target',
@@ -22,7 +23,10 @@ BASICSR_TRAIN_KEYS = frozenset({
 LOOP_KEYS = {'nodes': 'nodes', 'estimator_steps': 'int', 'grad_clip_norm': 'float?', 'max_bad_steps': 'int'}
 SOFT_TARGET_KEYS = {'source': 'str', 'alpha_max': 'float', 'ramp_iters': 'int?', 'refresh_iters': 'int?'}
 SCHEDULER_KEYS = {'type': 'str', 'milestones': 'ints', 'gamma': 'float', 'restart_weights': 'floats',
-                  'restarts': 'ints', 'periods': 'ints', 'eta_min': 'float'}
+                  'restarts': 'ints', 'periods': 'ints', 'eta_min': 'float', 'last_epoch': 'int'}
+OPTIMIZER_NUMBERS = frozenset({'lr', 'weight_decay', 'eps', 'momentum', 'alpha', 'dampening', 'lr_decay',
+                               'initial_accumulator_value', 'rho', 'betas', 'lambd', 't0', 'max_iter'})
+ITERATION_KEYS = ('total_iter', 'warmup_iter')
 IBSD_PATH_KEYS = ('pretrain_network_est', 'strict_load_est', 'param_key_est')
 BASICSR_TOP_KEYS = frozenset({
     'name', 'model_type', 'scale', 'num_gpu', 'manual_seed', 'datasets', 'network_g', 'network_d', 'path', 'train',
@@ -64,6 +68,8 @@ def as_number(value: Any, where: str, kind: type = float) -> int | float:
             raise OptionError(f'{where}: expected a number, got {value!r}') from None
     if not isinstance(value, (int, float)):
         raise OptionError(f'{where}: expected a number, got {value!r}')
+    if not math.isfinite(value):
+        raise OptionError(f'{where}: expected a finite number, got {value!r}')
     if kind is int:
         if float(value) != int(value):
             raise OptionError(f'{where}: expected a whole number, got {value!r}')
@@ -154,18 +160,36 @@ def check_registered(options: Any, registry, where: str, strict: bool = True) ->
 
 
 def check_optimizer(options: Any, where: str) -> dict:
-    """An optimizer section: numbers written as strings (``lr: 1e-3``) become numbers."""
+    """An optimizer section: numbers written as strings (``lr: 1e-3``) become numbers; the numeric
+    arguments of torch's optimizers (``lr``, ``betas``, ...) must be finite numbers, not ``true``."""
     if not isinstance(options, Mapping) or 'type' not in options:
         raise OptionError(f"{where}: expected a mapping with a 'type', got {options!r}")
     checked = dict(options)
     for key, value in options.items():
         if key == 'type':
             continue
-        if isinstance(value, (list, tuple)):
+        if key in OPTIMIZER_NUMBERS:
+            checked[key] = _convert(value, 'floats' if isinstance(value, (list, tuple)) else 'float', f'{where}:{key}')
+        elif isinstance(value, (list, tuple)):
             checked[key] = [_maybe_number(v) for v in value]
         else:
             checked[key] = _maybe_number(value)
     return checked
+
+
+def convert_iteration_counts(train: dict) -> None:
+    """``total_iter`` and ``warmup_iter`` as whole numbers (``1e5`` reads as a string): basicsr uses them
+    before any model exists."""
+    for key in ITERATION_KEYS:
+        if train.get(key) is not None:
+            train[key] = as_number(train[key], f'train:{key}', int)
+
+
+def reject_misplaced_ibsd_keys(opt: Mapping) -> None:
+    """IBSD's training sections written at the top level would be ignored: they belong under ``train:``."""
+    for key in sorted(IBSD_TRAIN_KEYS):
+        if key in opt:
+            raise OptionError(f"{key}: belongs under train: (as train:{key}); at the top level it would be ignored")
 
 
 def _reject_near_misses(section: Mapping, ibsd_keys: Iterable[str], known: Iterable[str], where: str) -> None:
@@ -191,6 +215,7 @@ def check_ibsd_options(opt: dict) -> dict:
     if not isinstance(train, dict):
         raise OptionError('train: the section is missing')
     reject_unknown(train, IBSD_TRAIN_KEYS | BASICSR_TRAIN_KEYS, 'train')
+    reject_misplaced_ibsd_keys(opt)
     _reject_near_misses(opt, ['network_est'], BASICSR_TOP_KEYS, 'options')
     _reject_near_misses(opt.get('path') or {}, IBSD_PATH_KEYS, BASICSR_PATH_KEYS, 'path')
     if 'ibsd' in train:
@@ -200,8 +225,9 @@ def check_ibsd_options(opt: dict) -> dict:
     for key in LOSS_SECTIONS:
         if train.get(key):
             train[key] = check_registered(train[key], LOSS_REGISTRY, f'train:{key}')
-    if train.get('pixel_opt'):  # BasicSR's key: numbers converted, other keys left to BasicSR
-        train['pixel_opt'] = check_registered(train['pixel_opt'], LOSS_REGISTRY, 'train:pixel_opt', strict=False)
+    for key in ('pixel_opt', 'perceptual_opt'):  # BasicSR's keys: numbers converted, other keys left to BasicSR
+        if train.get(key):
+            train[key] = check_registered(train[key], LOSS_REGISTRY, f'train:{key}', strict=False)
     for key in ('optim_g', 'optim_est'):
         if train.get(key):
             train[key] = check_optimizer(train[key], f'train:{key}')
@@ -210,8 +236,7 @@ def check_ibsd_options(opt: dict) -> dict:
             train[key] = check_section(train[key], SCHEDULER_KEYS, f'train:{key}')
     if opt.get('network_est'):
         opt['network_est'] = check_registered(opt['network_est'], ARCH_REGISTRY, 'network_est')
-    if 'total_iter' in train:
-        train['total_iter'] = as_number(train['total_iter'], 'train:total_iter', int)
+    convert_iteration_counts(train)
     if train.get('ema_decay') is not None:
         train['ema_decay'] = as_number(train['ema_decay'], 'train:ema_decay')
     return opt
