@@ -77,6 +77,26 @@ def test_list_valued_dataroots_of_other_data_sets_are_checked_item_by_item(tmp_p
         check_dataset(opt)
 
 
+def test_a_file_that_is_not_an_image_is_named_before_training(tmp_path):
+    make_pairs(tmp_path, 2, scale=2)
+    (tmp_path / 'hr' / '001.png').write_bytes(b'not a png at all')
+    with pytest.raises(DataCheckError, match=r'hr/001.png: not a readable image'):
+        check_dataset(options(tmp_path))
+    (tmp_path / 'hr' / 'notes.txt').write_text('x')
+    with pytest.raises(DataCheckError, match=r'hr/notes.txt: not a readable image.*move other files out'):
+        check_dataset(options(tmp_path))
+
+
+def test_a_truncated_image_is_named_when_it_is_drawn(tmp_path):
+    make_pairs(tmp_path, 2, scale=2)
+    path = tmp_path / 'lr' / '001.png'
+    path.write_bytes(path.read_bytes()[:60])  # the header survives, the pixels do not
+    dataset = basicsr.train.build_dataset(options(tmp_path))
+    dataset[0]
+    with pytest.raises(DataCheckError, match=r'pairs: cannot read sample 1 \(.*lr/001.png.*hr/001.png'):
+        dataset[1]
+
+
 def write_lmdb_meta(root: Path, sizes: dict[str, tuple[int, int]]) -> Path:
     root.mkdir(parents=True)
     (root / 'meta_info.txt').write_text(''.join(f'{k} ({h},{w},3) 1\n' for k, (h, w) in sizes.items()))

@@ -15,6 +15,8 @@ import time
 from os import path as osp
 from typing import Callable, Iterable
 
+IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.jpe', '.bmp', '.dib', '.tif', '.tiff', '.webp', '.ppm',
+                              '.pgm', '.pbm', '.pnm', '.jp2', '.hdr', '.pic', '.exr', '.pfm', '.sr', '.ras'})
 META_LINE = re.compile(r'^(?P<name>.+?) \((?P<h>\d+),\s*(?P<w>\d+)(?:,\s*\d+)?\)(?:\s+\S+)?\s*$')
 PAIRED_TYPES = ('PairedImageDataset',)
 SHOWN = 3
@@ -85,6 +87,8 @@ def folder_sizes(folder: str, template: str = '{}') -> dict[str, tuple[str, Call
         stem, ext = osp.splitext(entry)
         if entry.startswith('.') or not osp.isfile(osp.join(folder, entry)):
             continue  # basicsr's scandir skips these too
+        if ext.lower() not in IMAGE_EXTENSIONS:
+            image_size(osp.join(folder, entry))  # a stray file is named before the pairs are compared
         if stem.startswith(prefix) and stem.endswith(suffix) and len(stem) >= len(prefix) + len(suffix):
             stem = stem[len(prefix):len(stem) - len(suffix)]
         path = osp.join(folder, entry)
