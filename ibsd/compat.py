@@ -23,8 +23,9 @@ Fixes:
 - the number of iterations per epoch, which BasicSR only logs, is stored as
   ``opt['iters_per_epoch']`` for models that act per epoch (IBSD's snapshot teacher);
 - ``BaseModel.save_network`` writes NaN weights of a diverged run, writes in place and goes on
-  when writing fails: it now refuses non-finite weights (naming the tensor), writes atomically
-  and raises on a failed write;
+  when writing fails: it now refuses non-finite weights (naming the tensor), writes atomically,
+  tries a failed write again and then raises; ``save_training_state`` likewise, and it records
+  the sampling (seed, loader layout) so that a state saved mid-epoch resumes exactly;
 - data problems show only when a bad sample is drawn, without the file's name: every data set is
   checked before it is built (paths, pairs, sizes; see :mod:`ibsd.data.checks`) and read errors
   name the pair;
@@ -124,7 +125,11 @@ def load_resume_state(opt: dict) -> dict | None:
         raise FileNotFoundError(f"path:resume_state: training state '{state_path}' does not exist")
     resume_state = load_training_state(state_path, _state_device())
     check_resume(opt, resume_state['iter'])
-    opt['resume_from'] = {'epoch': int(resume_state['epoch']), 'iter': int(resume_state['iter'])}
+    sampling = resume_state.get('sampling')
+    opt['resume_from'] = {'epoch': int(resume_state['epoch']), 'iter': int(resume_state['iter']),
+                          'sampling': sampling, 'seed_was': opt.get('manual_seed')}
+    if sampling:  # without manual_seed, basicsr draws a new seed at each launch: the run keeps its own
+        opt['manual_seed'] = int(sampling['seed'])
     return resume_state
 
 
@@ -167,6 +172,44 @@ def load_network(self, net, load_path: str, strict: bool = True, param_key: str 
     load_into(net, state_dict, strict=strict, source=load_path)
 
 
+class CheckpointWriteError(OSError):
+    """A checkpoint or training state that could not be written (after retries)."""
+
+
+class NonFiniteWeightsError(RuntimeError):
+    """Weights holding NaN or Inf values, which are never written to a checkpoint."""
+
+
+WRITE_TRIES = 3
+WRITE_RETRY_PAUSE_S = 0.5
+
+
+def write_atomically(obj: Any, path: str, what: str = 'checkpoint') -> None:
+    """``torch.save`` to ``path`` through a temporary file: a killed write never leaves a truncated file,
+    a failed one is tried again and then raises :class:`CheckpointWriteError` (no temporary file left)."""
+    import time
+
+    import torch
+    from basicsr.utils import get_root_logger
+    temporary = path + '.tmp'
+    for attempt in range(1, WRITE_TRIES + 1):
+        try:
+            torch.save(obj, temporary)
+            os.replace(temporary, path)
+            return
+        except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError for a missing folder
+            if osp.exists(temporary):
+                try:
+                    os.remove(temporary)
+                except OSError:
+                    pass
+            if attempt == WRITE_TRIES:
+                raise CheckpointWriteError(f'could not write the {what} {path} ({WRITE_TRIES} tries): {error}') \
+                    from error
+            get_root_logger().warning(f'writing the {what} {path} failed ({error}): trying again')
+            time.sleep(WRITE_RETRY_PAUSE_S)
+
+
 def save_network(self, net, net_label: str, current_iter, param_key='params') -> None:
     """Replacement for ``BaseModel.save_network``: refuses non-finite weights, writes atomically, raises on failure.
 
@@ -189,16 +232,47 @@ def save_network(self, net, net_label: str, current_iter, param_key='params') ->
         state = {}
         for name, tensor in self.get_bare_model(network).state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-                raise RuntimeError(f"refusing to save {path}: '{name}' holds NaN or Inf values (training "
-                                   'diverged); the checkpoints already saved are untouched')
+                raise NonFiniteWeightsError(f"refusing to save {path}: '{name}' holds NaN or Inf values (training "
+                                            'diverged); the checkpoints already saved are untouched')
             state[name[7:] if name.startswith('module.') else name] = tensor.cpu()
         save_dict[key] = state
-    temporary = path + '.tmp'
-    try:
-        torch.save(save_dict, temporary)
-        os.replace(temporary, path)
-    except (OSError, RuntimeError) as error:  # torch.save raises RuntimeError for a missing folder
-        raise OSError(f'could not write the checkpoint {path}: {error}') from error
+    write_atomically(save_dict, path)
+
+
+def sampling_layout(opt: dict) -> dict:
+    """What the place of a training sample in an epoch depends on (recorded by the data loader set-up)."""
+    return {key: opt.get(key) for key in ('iters_per_epoch', 'batch_size_per_gpu', 'world_size', 'samples_per_rank')}
+
+
+def sampling_record(opt: dict) -> dict:
+    """Saved in every training state (``'sampling'``): the samples' seed, the loader's layout and the
+    anchor ``[epoch, iteration]`` at which an epoch of this layout began."""
+    return {'seed': int(opt.get('manual_seed') or 0), **sampling_layout(opt),
+            'anchor': list(opt.get('sampling_anchor') or (0, 0))}
+
+
+def state_epoch(opt: dict, epoch: int, current_iter: int) -> int:
+    """The epoch a state saved after ``current_iter`` resumes in: the next one when the iteration ended
+    its epoch (BasicSR would replay the finished epoch)."""
+    per_epoch = opt.get('iters_per_epoch')
+    if not per_epoch:
+        return epoch
+    anchor_epoch, anchor_iter = opt.get('sampling_anchor') or (0, 0)
+    done = current_iter - anchor_iter - (epoch - anchor_epoch) * per_epoch
+    return epoch + 1 if done >= per_epoch else epoch
+
+
+def save_training_state(self, epoch, current_iter) -> None:
+    """Replacement for ``BaseModel.save_training_state``: rank 0 writes atomically (raising on failure) and
+    records the sampling (:func:`sampling_record`), so that a state saved mid-epoch resumes exactly."""
+    from basicsr.utils.dist_util import get_dist_info
+    if current_iter == -1 or get_dist_info()[0] != 0:
+        return
+    state = {'epoch': state_epoch(self.opt, epoch, current_iter), 'iter': current_iter,
+             'optimizers': [o.state_dict() for o in self.optimizers],
+             'schedulers': [s.state_dict() for s in self.schedulers],
+             'sampling': sampling_record(self.opt)}
+    write_atomically(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'), 'training state')
 
 
 def with_option_defaults(parse_options):
@@ -232,20 +306,54 @@ def position_seeded_train_sets(build_dataset):
     return build
 
 
-def resume_part_way(opt: dict, loader, sampler, logger) -> None:
-    """Make the training loader continue a resumed run at the saved iteration's place in its epoch."""
+def resume_part_way(opt: dict, sampler, logger) -> None:
+    """Make the training loader continue a resumed run at the saved iteration's place in its epoch.
+
+    The place is counted from the anchor recorded in the state; when the loader's layout changed
+    (batch size, GPUs, data), the epoch restarts from its first batch, and that becomes the anchor.
+    """
+    opt['sampling_anchor'] = [0, 0]
     position = opt.get('resume_from')
     if not position or not hasattr(sampler, 'start_part_way'):
         return
-    per_epoch = len(loader)
-    done = position['iter'] - position['epoch'] * per_epoch
-    if not 0 <= done <= per_epoch:
-        logger.warning(f"The training state (epoch {position['epoch']}, iteration {position['iter']}) does not fall "
-                       f'in an epoch of {per_epoch} iterations (was the batch size or the data set changed?): '
-                       'the epoch restarts from its first batch')
+    epoch, iteration = position['epoch'], position['iter']
+    recorded, layout = position.get('sampling'), sampling_layout(opt)
+    if recorded is None:
+        logger.warning('The training state records no sampling layout (written by an older version): the epoch '
+                       'is assumed to have begun at iteration epoch x iterations per epoch')
+        anchor = [0, 0]
+    else:
+        changed = [f'{key} {recorded.get(key)} -> {value}' for key, value in layout.items()
+                   if recorded.get(key) != value]
+        if changed:
+            logger.warning(f"The data loader changed since the training state was saved ({', '.join(changed)}): "
+                           f'epoch {epoch} restarts from its first batch at iteration {iteration}')
+            opt['sampling_anchor'] = [epoch, iteration]
+            return
+        anchor = list(recorded['anchor'])
+        if position.get('seed_was') != recorded['seed']:
+            logger.info(f"The training samples keep the run's seed {recorded['seed']} (manual_seed now "
+                        f"{position.get('seed_was')})")
+    per_epoch = layout['iters_per_epoch']
+    done = iteration - anchor[1] - (epoch - anchor[0]) * per_epoch
+    if not 0 <= done < per_epoch:
+        logger.warning(f'The training state (epoch {epoch}, iteration {iteration}) does not fall in an epoch of '
+                       f'{per_epoch} iterations: epoch {epoch} restarts from its first batch')
+        opt['sampling_anchor'] = [epoch, iteration]
         return
-    sampler.start_part_way(position['epoch'], done * loader.batch_size)
-    logger.info(f"Resuming epoch {position['epoch']} after its first {done} of {per_epoch} iterations")
+    opt['sampling_anchor'] = anchor
+    sampler.start_part_way(epoch, done * layout['batch_size_per_gpu'])
+    logger.info(f'Resuming epoch {epoch} after its first {done} of {per_epoch} iterations')
+
+
+def warn_about_threaded_sampling(opt: dict, logger) -> None:
+    """``prefetch_mode: cpu`` without workers draws training samples on a thread that seeds the global random
+    streams while the training step runs: whatever the step draws from them could then differ."""
+    train_set = (opt.get('datasets') or {}).get('train') or {}
+    if train_set.get('prefetch_mode') == 'cpu' and not int(train_set.get('num_worker_per_gpu') or 0):
+        logger.warning('datasets:train: prefetch_mode cpu with num_worker_per_gpu 0 draws the samples on a '
+                       'background thread that shares the global random streams with the training step: a network '
+                       'that draws from them (dropout) may not resume exactly; set num_worker_per_gpu >= 1')
 
 
 def recording_iters_per_epoch(create_train_val_dataloader):
@@ -257,12 +365,15 @@ def recording_iters_per_epoch(create_train_val_dataloader):
         result = create_train_val_dataloader(opt, logger)
         loader, sampler = result[0], result[1]
         if loader is not None:
-            opt['iters_per_epoch'] = len(loader)
+            opt.update(iters_per_epoch=len(loader), batch_size_per_gpu=loader.batch_size,
+                       world_size=int(opt.get('world_size') or 1),
+                       samples_per_rank=getattr(sampler, 'num_samples', len(loader.dataset)))
             seed = int(opt.get('manual_seed') or 0)
             if hasattr(loader.dataset, 'seed'):
                 loader.dataset.seed = seed
             loader.generator = torch.Generator().manual_seed(seed)  # worker seeds never draw from torch's stream
-            resume_part_way(opt, loader, sampler, logger)
+            warn_about_threaded_sampling(opt, logger)
+            resume_part_way(opt, sampler, logger)
         return result
 
     create_and_record.__wrapped__ = create_train_val_dataloader
@@ -283,7 +394,8 @@ def patch_basicsr() -> None:
     from ibsd.data.resumable_sampling import ResumableSampler
     ORIGINALS.update(load_resume_state=basicsr.train.load_resume_state,
                      _init_dist_pytorch=dist_util._init_dist_pytorch, load_network=BaseModel.load_network,
-                     model_to_device=BaseModel.model_to_device, save_network=BaseModel.save_network)
+                     model_to_device=BaseModel.model_to_device, save_network=BaseModel.save_network,
+                     save_training_state=BaseModel.save_training_state)
     basicsr.train.load_resume_state = load_resume_state
     for pipeline_module in (basicsr.train, basicsr.test):
         pipeline_module.build_dataset = checked_build_dataset(pipeline_module.build_dataset)
@@ -296,4 +408,5 @@ def patch_basicsr() -> None:
     BaseModel.load_network = load_network
     BaseModel.model_to_device = model_to_device
     BaseModel.save_network = save_network
+    BaseModel.save_training_state = save_training_state
     setattr(basicsr, _PATCHED_FLAG, True)

@@ -14,9 +14,10 @@ import ibsd  # noqa: F401  (fixes basicsr and fills its registries)
 
 
 def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
-    """Run a BasicSR pipeline; a bad option, bad data, an unusable checkpoint or a diverged run ends with one
-    line and exit status 1."""
+    """Run a BasicSR pipeline; a bad option, bad data, an unusable checkpoint, a failed checkpoint write or a
+    diverged run ends with one line and exit status 1."""
     from ibsd.archs.checkpoint import CheckpointError
+    from ibsd.compat import CheckpointWriteError, NonFiniteWeightsError
     from ibsd.data.checks import DataCheckError
     from ibsd.models.divergence_guard import DivergenceError
     from ibsd.models.ibsd_options import OptionError
@@ -24,7 +25,8 @@ def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
         sys.argv = [sys.argv[0], *argv]
     try:
         pipeline(os.getcwd())
-    except (OptionError, DataCheckError, DivergenceError, CheckpointError) as error:
+    except (OptionError, DataCheckError, DivergenceError, CheckpointError, CheckpointWriteError,
+            NonFiniteWeightsError) as error:
         from basicsr.utils import get_root_logger
         get_root_logger().error(str(error))
         sys.exit(f'{type(error).__name__}: {error}')

@@ -8,6 +8,8 @@ import pytest
 import torch
 from basicsr.models import build_model
 
+from ibsd import compat
+from ibsd.compat import CheckpointWriteError
 from ibsd.models.divergence_guard import DivergenceError
 from tests.test_entry_points import SCRIPTS, make_pairs, write_yaml
 from tests.test_ibsd_model import feed, make_opt
@@ -88,5 +90,32 @@ def test_a_diverging_run_exits_non_zero_with_its_last_checkpoint_finite(tmp_path
 def test_a_failed_checkpoint_write_raises_instead_of_being_counted(tmp_path):
     model = build_model(make_opt(tmp_path))
     Path(model.opt['path']['models']).write_text('a file where the models folder should be')
-    with pytest.raises(OSError, match=r'could not write the checkpoint .*net_g_4.pth'):
+    with pytest.raises(CheckpointWriteError, match=r'could not write the checkpoint .*net_g_4.pth \(3 tries\)'):
         model.save_network(model.net_g, 'net_g', 4)
+
+
+@pytest.mark.parametrize('failures', [1, 3])
+def test_a_failed_write_is_tried_again_and_leaves_no_temporary_file(tmp_path, monkeypatch, failures):
+    model = build_model(make_opt(tmp_path))
+    for folder in ('models', 'training_states'):
+        Path(model.opt['path'][folder]).mkdir(parents=True)
+    real_save, calls = torch.save, []
+
+    def flaky_save(obj, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) <= failures:
+            Path(path).write_bytes(b'half a file')
+            raise OSError('disk hiccup')
+        return real_save(obj, path, *args, **kwargs)
+
+    monkeypatch.setattr(compat, 'WRITE_RETRY_PAUSE_S', 0)
+    monkeypatch.setattr(torch, 'save', flaky_save)
+    states = Path(model.opt['path']['training_states'])
+    if failures < compat.WRITE_TRIES:
+        model.save_training_state(0, 4)
+        assert len(calls) == failures + 1 and torch.load(states / '4.state', weights_only=False)['iter'] == 4
+        assert sorted(p.name for p in states.iterdir()) == ['4.state']
+    else:
+        with pytest.raises(CheckpointWriteError, match=r'training state .*4.state \(3 tries\): disk hiccup'):
+            model.save_training_state(0, 4)
+        assert list(states.iterdir()) == []

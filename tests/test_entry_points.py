@@ -98,7 +98,7 @@ def test_imdn_train_resume_and_test_pipelines(workdir):
 
     output = run([sys.executable, '-m', 'ibsd.train', '-opt', str(opt), '--auto_resume',
                   '--force_yml', 'train:total_iter=6'], cwd=workdir, env={'PYTHONPATH': str(REPO)})
-    assert 'Resuming training from epoch: 1, iter: 4.' in output
+    assert 'Resuming training from epoch: 2, iter: 4.' in output
     assert 'iter:       5' in output and 'iter:       1,' not in output
     assert (experiment / 'training_states' / '6.state').is_file()
 

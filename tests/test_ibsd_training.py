@@ -176,3 +176,31 @@ def test_a_run_killed_at_a_random_iteration_resumes_to_the_same_weights(workdir,
     straight = torch.load(models_of(workdir, 'straight') / 'net_g_latest.pth', weights_only=True)
     for key in ('params', 'params_ema'):
         assert all(torch.equal(resumed[key][k], straight[key][k]) for k in straight[key]), (key, kill_at)
+
+
+@pytest.mark.slow
+def test_resume_keeps_the_runs_seed_and_restarts_the_epoch_when_the_loader_changed(workdir):
+    """Without manual_seed BasicSR draws a new seed at each launch; a state saved mid-epoch must still
+    resume exactly. With another batch size the saved place means nothing: the epoch restarts."""
+    opt = ibsd_options('noseed', workdir / 'data', 6)
+    del opt['manual_seed']
+    opt['logger']['save_checkpoint_freq'] = 3  # epochs of 4 iterations: state 3 is mid-epoch
+    run([str(SCRIPTS / 'ibsd-train'), '-opt', str(write_yaml(workdir / 'noseed.yml', opt))], cwd=workdir)
+    states = workdir / 'experiments' / 'noseed' / 'training_states'
+    models = models_of(workdir, 'noseed')
+    straight = torch.load(models / 'net_g_6.pth', weights_only=True)
+    assert torch.load(states / '3.state', weights_only=False)['sampling']['anchor'] == [0, 0]
+
+    opt['path']['resume_state'] = str(states / '3.state')
+    output = run([str(SCRIPTS / 'ibsd-train'), '-opt', str(write_yaml(workdir / 'again.yml', opt))], cwd=workdir)
+    assert 'Resuming epoch 0 after its first 3 of 4 iterations' in output
+    resumed = torch.load(models / 'net_g_6.pth', weights_only=True)
+    for key in ('params', 'params_ema'):
+        assert all(torch.equal(resumed[key][k], straight[key][k]) for k in straight[key]), key
+
+    opt['datasets']['train']['batch_size_per_gpu'] = 4  # 2 iterations per epoch
+    output = run([str(SCRIPTS / 'ibsd-train'), '-opt', str(write_yaml(workdir / 'batch.yml', opt))], cwd=workdir)
+    assert 'The data loader changed since the training state was saved (iters_per_epoch 4 -> 2, ' \
+           'batch_size_per_gpu 2 -> 4): epoch 0 restarts from its first batch at iteration 3' in output
+    state = torch.load(states / '6.state', weights_only=False)  # epoch 0 ran 4-5, epoch 1 runs 6-7
+    assert state['sampling']['anchor'] == [0, 3] and state['epoch'] == 1

@@ -29,6 +29,7 @@ from basicsr.models import lr_scheduler
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
+from ibsd.compat import sampling_record, state_epoch, write_atomically
 from ibsd.models.divergence_guard import DEFAULT_MAX_BAD_STEPS, DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
 from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms
@@ -377,17 +378,12 @@ class IBSDModel(TiledSRModel):
         if self.opt.get('rank', 0) != 0:
             return
         extras = {**self.training_extras(), 'random': random_streams}
-        per_epoch = self.opt.get('iters_per_epoch')
-        if per_epoch and current_iter % per_epoch == 0:
-            epoch += 1
-        state = {'epoch': epoch, 'iter': current_iter,
+        state = {'epoch': state_epoch(self.opt, epoch, current_iter), 'iter': current_iter,
                  'optimizers': [o.state_dict() for o in self.optimizers],
                  'schedulers': [s.state_dict() for s in self.schedulers],
-                 'ibsd': extras}
+                 'sampling': sampling_record(self.opt), 'ibsd': extras}
         path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        temporary = path + '.tmp'
-        torch.save(state, temporary)
-        os.replace(temporary, path)  # a killed save never leaves a truncated state behind
+        write_atomically(state, path, 'training state')  # never a truncated state, a failed write raises
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)
