@@ -177,3 +177,11 @@ def test_an_interrupted_run_is_continued(tmp_path, capsys, monkeypatch):
     assert 'same sources and options as the interrupted run' in capsys.readouterr().out
     assert json.loads((out / 'ibsd-prepare-x2.json').read_text())['complete']
     assert names(out / 'x2' / 'val_LR') == ['3.png']
+
+
+def test_all_pairs_as_val_makes_an_evaluation_only_set(tmp_path, capsys):
+    source, out = city(tmp_path / 'src', 3), tmp_path / 'out'
+    prepare(same_size(source, out, '--val-count', '3'))
+    assert names(out / 'x2') == ['val_HR', 'val_LR'] and len(names(out / 'x2' / 'val_LR')) == 3
+    error = refused(capsys, same_size(source, tmp_path / 'o2', '--val-count', '4'))
+    assert '--val-count must be between 0 and 3' in error

@@ -71,7 +71,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     same.add_argument('--lr-dir', type=Path, help='LR folder with the same file names')
     _scale(same)
     same.add_argument('--out', type=Path, required=True, help='output root')
-    same.add_argument('--val-count', type=int, default=0, help='the last N pairs (sorted) form the val split')
+    same.add_argument('--val-count', type=int, default=0,
+                      help='the last N pairs (sorted) form the val split (all: an evaluation set, no train split)')
     same.add_argument('--no-lmdb', action='store_true', help='skip the training LMDBs')
     _overwrite(same)
     sub = commands.add_parser('subimages', help='cut aligned sub-images from large paired training images',
@@ -139,10 +140,11 @@ def pairs_job(args: argparse.Namespace) -> Job:
             pairs = folder_pairs(args.hr_dir, args.lr_dir)
         else:
             raise PairError('same-size: give --input, or both --hr-dir and --lr-dir')
-        if not 0 <= args.val_count < len(pairs):
-            raise PairError(f'--val-count must be between 0 and {len(pairs) - 1}, got {args.val_count}')
+        if not 0 <= args.val_count <= len(pairs):
+            raise PairError(f'--val-count must be between 0 and {len(pairs)} (all: an evaluation-only set), '
+                            f'got {args.val_count}')
         cut = len(pairs) - args.val_count
-        splits = {'train': pairs[:cut], **({'val': pairs[cut:]} if args.val_count else {})}
+        splits = {**({'train': pairs[:cut]} if cut else {}), **({'val': pairs[cut:]} if args.val_count else {})}
         same_size, possible_splits = True, ('train', 'val')
     base, lmdb = f'x{args.scale}', not args.no_lmdb
     outputs = []
