@@ -257,3 +257,19 @@ def test_basicsr_warm_up_scales_both_learning_rates(tmp_path):
     assert model.optimizer_est.param_groups[0]['lr'] == pytest.approx(4e-4 / 4)
     model.update_learning_rate(3, warmup_iter=4)
     assert model.optimizer_est.param_groups[0]['lr'] == pytest.approx(4e-4 * 3 / 4)
+
+
+def test_log_pairs_logs_each_pairs_bound_and_nll_that_sum_to_the_terms(tmp_path):
+    model = build_model(make_opt(tmp_path, ibsd={'log_pairs': True}))
+    feed(model)
+    model.optimize_parameters(1)
+    log = model.get_current_log()
+    pairs = len(model.node_recorder.nodes) - 1
+    assert [f'mi_{k}' for k in range(1, pairs + 1)] == [n for n in log if n.startswith('mi_')]
+    weight = model.cri_mi.loss_weight
+    assert sum(log[f'mi_{k}'] for k in range(1, pairs + 1)) * weight == pytest.approx(log['l_mi'], rel=1e-5, abs=1e-9)
+    assert sum(log[f'nll_{k}'] for k in range(1, pairs + 1)) == pytest.approx(log['l_est'], rel=1e-5)
+    quiet = build_model(make_opt(tmp_path / 'quiet'))
+    feed(quiet)
+    quiet.optimize_parameters(1)
+    assert not any(n.startswith(('mi_', 'nll_')) for n in quiet.get_current_log())

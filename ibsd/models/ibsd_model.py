@@ -149,6 +149,8 @@ class IBSDModel(TiledSRModel):
         self._log_values: torch.Tensor | None = None
         ibsd_opt = train_opt.get('ibsd') or {}
         self.estimator_steps = int(ibsd_opt.get('estimator_steps', 1))
+        self.log_pairs = bool(ibsd_opt.get('log_pairs', False))
+        self._pair_terms: dict[str, torch.Tensor] = {}
         if self.estimator_steps < 1:
             raise OptionError(f'train:ibsd:estimator_steps must be >= 1, got {self.estimator_steps}')
         self.grad_clip_norm = ibsd_opt.get('grad_clip_norm')
@@ -249,9 +251,14 @@ class IBSDModel(TiledSRModel):
             self.schedulers.append(build_scheduler(self.optimizer_est, train_opt[key], key))
 
     # ----------------------------------------------------------------------------- training
-    @staticmethod
-    def _estimator_terms(estimator, loss, nodes: list[torch.Tensor]) -> torch.Tensor:
-        return sum(loss(mu, scale, y) for (mu, scale), y in zip(estimator(nodes), nodes[:-1]))
+    def _estimator_terms(self, estimator, loss, nodes: list[torch.Tensor], log_as: str | None = None) -> torch.Tensor:
+        """sum_k loss(q(f_{k-1} | f_k), f_{k-1}); with ``train: ibsd: log_pairs`` each pair's term is also
+        logged as ``<log_as>_k`` (k = 1 for the first pair), divided by the loss weight."""
+        terms = [loss(mu, scale, y) for (mu, scale), y in zip(estimator(nodes), nodes[:-1])]
+        if log_as is not None and self.log_pairs:
+            weight = float(getattr(loss, 'loss_weight', 1.0)) or 1.0
+            self._pair_terms.update({f'{log_as}_{k}': term.detach() / weight for k, term in enumerate(terms, 1)})
+        return sum(terms)
 
     def _update_estimators(self, nodes: list[torch.Tensor]) -> torch.Tensor:
         """Maximise log q(f_{k-1} | f_k) on detached nodes (the CLUB protocol)."""
@@ -259,7 +266,7 @@ class IBSDModel(TiledSRModel):
         for _ in range(self.estimator_steps):
             self.optimizer_est.zero_grad()
             with self.autocast():
-                l_est = self._estimator_terms(self.net_est, self.cri_est, detached)
+                l_est = self._estimator_terms(self.net_est, self.cri_est, detached, 'nll')
             l_est.backward()
             if self.guard.allows({'l_est': l_est}, self.net_est.parameters(), 'estimators'):
                 self.optimizer_est.step()
@@ -271,7 +278,7 @@ class IBSDModel(TiledSRModel):
         The bare estimator is used, so that a DDP wrapper only ever sees the estimator step.
         """
         with frozen(self.get_bare_model(self.net_est)) as estimator:
-            return self._estimator_terms(estimator, self.cri_mi, nodes)
+            return self._estimator_terms(estimator, self.cri_mi, nodes, 'mi')
 
     def _student_forward(self) -> list[torch.Tensor] | None:
         """Run the student on the batch (``self.output``); its nodes when the MI term is on."""
@@ -323,6 +330,8 @@ class IBSDModel(TiledSRModel):
             self.optimizer_g.step()
             if self.ema_decay > 0:
                 self.model_ema(decay=self.ema_decay)
+        loss_dict.update(self._pair_terms)
+        self._pair_terms = {}
         self.reduce_loss_dict(loss_dict)
         self.guard.end_iteration(current_iter)
 

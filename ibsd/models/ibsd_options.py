@@ -20,7 +20,8 @@ BASICSR_TRAIN_KEYS = frozenset({
     'ldl_opt', 'feature_matching_opt', 'ema_decay', 'net_d_iters', 'net_d_init_iters', 'fix_flow', 'flow_lr_mul',
     'lr_flow', 'dcn_lr_mul', 'tsa_iter', 'r1_reg_weight', 'path_reg_weight', 'net_g_reg_every', 'net_d_reg_every',
     'mixing_prob', 'path_batch_shrink', 'gan_gp_weight'})
-LOOP_KEYS = {'nodes': 'nodes', 'estimator_steps': 'int', 'grad_clip_norm': 'float?', 'max_bad_steps': 'int'}
+LOOP_KEYS = {'nodes': 'nodes', 'estimator_steps': 'int', 'grad_clip_norm': 'float?', 'max_bad_steps': 'int',
+             'log_pairs': 'bool'}
 SOFT_TARGET_KEYS = {'source': 'str', 'alpha_max': 'float', 'ramp_iters': 'int?', 'refresh_iters': 'int?'}
 SCHEDULER_KEYS = {'type': 'str', 'milestones': 'ints', 'gamma': 'float', 'restart_weights': 'floats',
                   'restarts': 'ints', 'periods': 'ints', 'eta_min': 'float', 'last_epoch': 'int'}
@@ -95,6 +96,8 @@ def _convert(value: Any, kind: str, where: str) -> Any:
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
             raise OptionError(f'{where}: expected a list of module names, got {value!r}')
         return list(value)
+    if kind == 'bool' and not isinstance(value, bool):
+        raise OptionError(f'{where}: expected true or false, got {value!r}')
     if kind == 'str' and not isinstance(value, str):
         raise OptionError(f'{where}: expected a name, got {value!r}')
     return value
