@@ -1,0 +1,3 @@
+from ibsd.study.cli import main
+
+main()

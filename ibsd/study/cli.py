@@ -1,0 +1,53 @@
+"""``ibsd-study STUDY.yml``: train every run of a study that is not finished, evaluate, write the report.
+
+    ibsd-study options/study/city100_imdn_x2_cpu.yml            # folder studies/<name>
+    ibsd-study options/study/city100_imdn_x2_cpu.yml --report   # only rewrite table and plots
+
+Starting it again resumes unfinished runs; finished runs and evaluations are kept.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import ibsd  # noqa: F401  (fills basicsr's registries: the study checks its options against them)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog='ibsd-study', description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('study', type=Path, help='study file (options/study/*.yml)')
+    parser.add_argument('--out', type=Path, help='study folder (default: studies/<name>)')
+    parser.add_argument('--parallel', type=int, help='runs at once (default: the study file\'s parallel)')
+    parser.add_argument('--threads', type=int, help='threads in all, split between the parallel runs '
+                                                     '(default: the study file\'s threads, else every CPU)')
+    parser.add_argument('--report', action='store_true', help='write the report from what exists; train nothing')
+    parser.add_argument('--no-plots', action='store_true', help='tables only (no matplotlib needed)')
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    from ibsd.models.ibsd_options import OptionError
+    from ibsd.study.report import write_report
+    from ibsd.study.runner import run_study
+    from ibsd.study.spec import load_study, run_options
+    args = parse_args(argv)
+    try:
+        study = load_study(args.study)
+        if args.parallel is not None:
+            study.parallel = max(1, args.parallel)
+        if args.threads is not None:
+            study.threads = max(1, args.threads)
+        out = (args.out or Path('studies') / study.name).resolve()
+        cwd = Path.cwd()
+        totals = {run.name: run_options(study, run, cwd)['train']['total_iter'] for run in study.runs}
+        failures = [] if args.report else run_study(study, out, cwd)
+        table = write_report(study, out, totals, plots=not args.no_plots)
+    except OptionError as error:
+        sys.exit(f'OptionError: {error}')
+    print(table.read_text())
+    print(f'report: {table} (and table.csv, plots) in {out}')
+    if failures:
+        sys.exit(f'{len(failures)} task(s) failed: {", ".join(failures)}; their logs are in {out / "logs"}')

@@ -1,0 +1,159 @@
+"""A study's report: ``table.md`` / ``table.csv`` (mean +- std over seeds, paired differences with the
+baseline) and PNG plots (validation curves, loss terms, the per-pair MI bound and estimator NLL, per-image
+differences, a crop strip where the baseline and a variant differ most)."""
+from __future__ import annotations
+
+import csv
+import datetime
+import math
+import platform
+from pathlib import Path
+
+from ibsd.study.results import (
+    Comparison,
+    Key,
+    collect_scores,
+    compare,
+    image_mean,
+    mean_std,
+    per_image_differences,
+    training_logs,
+)
+from ibsd.study.spec import Study
+
+LOWER_IS_BETTER = {'lpips'}
+
+
+def _signed(value: float, digits: int = 3) -> str:
+    return '-' if math.isnan(value) else f'{value:+.{digits}f}'
+
+
+def _pm(mean: float, std: float, digits: int) -> str:
+    return '-' if math.isnan(mean) else f'{mean:.{digits}f} ± {std:.{digits}f}'
+
+
+def metrics_present(scores: dict) -> list[str]:
+    present = {m for table in scores.values() for row in table.values() for m in row}
+    return [m for m in ('psnr', 'ssim', 'lpips') if m in present]
+
+
+def summary_rows(study: Study, scores: dict, iteration_of: dict[str, int]) -> list[dict]:
+    """One row per test set and variant at its final iteration."""
+    rows = []
+    metrics = metrics_present(scores)
+    for test_set in study.test_sets:
+        for variant in study.variants:
+            keys = [k for k in scores if k.variant == variant and k.test_set == test_set
+                    and k.iteration == iteration_of[variant]]
+            if not keys:
+                continue
+            row = {'test_set': test_set, 'variant': variant, 'iteration': iteration_of[variant],
+                   'seeds': ' '.join(str(k.seed) for k in sorted(keys, key=lambda k: k.seed)),
+                   'images': len(scores[keys[0]])}
+            for metric in metrics:
+                row[f'{metric}_mean'], row[f'{metric}_std'] = mean_std([image_mean(scores[k], metric) for k in keys])
+            if variant != study.baseline:
+                for metric in metrics:
+                    comparison = compare(scores, study, variant, test_set, iteration_of, metric)
+                    if comparison is not None:
+                        row[f'd_{metric}'] = comparison
+            rows.append(row)
+    return rows
+
+
+def write_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
+    columns = ['test_set', 'variant', 'iteration', 'seeds', 'images']
+    for metric in metrics:
+        columns += [f'{metric}_mean', f'{metric}_std']
+    for metric in metrics:
+        columns += [f'd_{metric}_per_seed', f'd_{metric}_mean', f'd_{metric}_seeds_better', f'd_{metric}_images_better']
+    with open(path, 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in rows:
+            values = [row[c] for c in columns[:5]]
+            for metric in metrics:
+                values += [f"{row[f'{metric}_mean']:.6f}", f"{row[f'{metric}_std']:.6f}"]
+            for metric in metrics:
+                comparison: Comparison | None = row.get(f'd_{metric}')
+                if comparison is None:
+                    values += ['', '', '', '']
+                else:
+                    values += [' '.join(f'{s}:{d:+.6f}' for s, d in comparison.per_seed.items()),
+                               f'{comparison.mean:+.6f}', f'{comparison.positive}/{len(comparison.per_seed)}',
+                               f'{comparison.images_better}/{comparison.images}']
+            writer.writerow(values)
+
+
+def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, iteration_of: dict[str, int]) -> str:
+    digits = {'psnr': 3, 'ssim': 4, 'lpips': 4}
+    names = {'psnr': 'Y-PSNR (dB)', 'ssim': 'SSIM', 'lpips': 'LPIPS'}
+    lines = [f'# Study {study.name}', '',
+             f'Study file `{study.path.name}`, base `{study.base.name}`, baseline **{study.baseline}**. '
+             f'Whole test images, Y channel, border of `scale` pixels cropped. Mean ± sample std over seeds; '
+             f'Δ = variant − {study.baseline} paired by seed (for LPIPS, {study.baseline} − variant: positive '
+             'is better); "seeds better" counts seeds with Δ > 0, "images better" images whose Δ averaged over '
+             'seeds is > 0.', '',
+             f'Written {datetime.datetime.now().strftime("%Y-%m-%d %H:%M")} on '
+             f'{platform.processor() or platform.machine()}, Python {platform.python_version()}.', '']
+    for test_set in study.test_sets:
+        set_rows = [r for r in rows if r['test_set'] == test_set]
+        if not set_rows:
+            continue
+        lines += [f'## {test_set} ({set_rows[0]["images"]} images)', '',
+                  '| variant | iteration | seeds | ' + ' | '.join(names[m] for m in metrics) +
+                  ' | Δ PSNR per seed | mean Δ PSNR | seeds better | images better |',
+                  '|---' * (7 + len(metrics)) + '|']
+        for row in set_rows:
+            cells = [row['variant'], str(row['iteration']), row['seeds']]
+            cells += [_pm(row[f'{m}_mean'], row[f'{m}_std'], digits[m]) for m in metrics]
+            comparison = row.get('d_psnr')
+            if comparison is None:
+                cells += ['baseline' if row['variant'] == study.baseline else '-', '', '', '']
+            else:
+                cells += [', '.join(f'{d:+.3f}' for d in comparison.per_seed.values()), _signed(comparison.mean),
+                          f'{comparison.positive}/{len(comparison.per_seed)}',
+                          f'{comparison.images_better}/{comparison.images}']
+            lines.append('| ' + ' | '.join(cells) + ' |')
+        lines.append('')
+        iterations = sorted({k.iteration for k in scores if k.test_set == test_set})
+        if len(iterations) > 1:
+            lines += [f'Y-PSNR by iteration (mean over seeds), {test_set}:', '',
+                      '| variant | ' + ' | '.join(str(i) for i in iterations) + ' |',
+                      '|---' * (1 + len(iterations)) + '|']
+            for variant in study.variants:
+                cells = []
+                for iteration in iterations:
+                    values = [image_mean(t, 'psnr') for k, t in scores.items()
+                              if k.variant == variant and k.test_set == test_set and k.iteration == iteration]
+                    cells.append(f'{mean_std(values)[0]:.3f}' if values else '-')
+                lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
+            lines.append('')
+    return '\n'.join(lines) + '\n'
+
+
+def final_iterations(study: Study, totals: dict[str, int]) -> dict[str, int]:
+    """The last iteration of each variant (the same for all its seeds)."""
+    finals = {}
+    for run in study.runs:
+        finals.setdefault(run.variant, totals[run.name])
+    return finals
+
+
+def write_report(study: Study, out: Path, totals: dict[str, int], plots: bool = True) -> Path:
+    """Write ``table.md``, ``table.csv`` and (with matplotlib) the plots; returns the Markdown table's path."""
+    scores = collect_scores(study, out, totals)
+    iteration_of = final_iterations(study, totals)
+    rows = summary_rows(study, scores, iteration_of)
+    metrics = metrics_present(scores)
+    write_csv(out / 'table.csv', rows, metrics)
+    table = out / 'table.md'
+    table.write_text(markdown(study, rows, metrics, scores, iteration_of))
+    if plots:
+        from ibsd.study import plots as plotting
+        logs = training_logs(study, out)
+        plotting.write_all(study, out, scores, logs, iteration_of, per_image_differences)
+    return table
+
+
+__all__ = ['write_report', 'summary_rows', 'Key']

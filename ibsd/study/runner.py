@@ -1,0 +1,217 @@
+"""Run a study: write one BasicSR YAML per run, train the runs (several at once), evaluate their students.
+
+Everything of a study lives in its folder (``--out``, default ``studies/<name>``)::
+
+    options/<run>.yml         the training options of each run (rerun by hand: cd <out>; ibsd-train -opt ...)
+    options/test/<run>_i<N>.yml  the test options evaluating the student of iteration N
+    logs/<run>.log            each run's console output (appended by every launch)
+    experiments/, results/    BasicSR's usual folders (checkpoints, states; per-image metric tables)
+    table.md, table.csv, *.png  the report (see :mod:`ibsd.study.report`)
+
+Starting the study again resumes every unfinished run (``--auto_resume``) and skips finished
+runs and evaluations. A failed run is reported with the end of its log and fails the study.
+"""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import sysconfig
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from ibsd.models.ibsd_options import OptionError
+from ibsd.study.spec import Run, Study, evaluation_options, run_options
+
+PROGRESS_EVERY_S = 30.0
+POLL_S = 1.0
+ITERATION_LINE = re.compile(r'iter:\s*([\d,]+), lr:.*?\[eta: ([^,]+),')
+HEADER = ('# Written by ibsd-study from {study}: edit the study file, not this one.\n'
+          '# Rerun this run by hand from the study folder: ibsd-{tool} -opt {path}\n')
+
+
+def console_script(name: str) -> str:
+    """The path of one of our console scripts installed beside this Python, else its bare name."""
+    candidate = Path(sysconfig.get_path('scripts')) / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class Task:
+    """A command of the study (a training run or an evaluation), started when a slot is free."""
+    label: str
+    command: list[str]
+    log: Path
+    total_iter: int | None = None
+    on_success: Callable[[], list['Task']] = field(default=lambda: [])
+    process: subprocess.Popen | None = None
+    started: float = 0.0
+
+
+def write_options(path: Path, options: dict, study: Study, tool: str, out: Path) -> None:
+    """Write ``options`` as YAML; a run that already started with other options is refused."""
+    text = HEADER.format(study=study.path, tool=tool, path=path.relative_to(out)) + \
+        yaml.safe_dump(options, sort_keys=False)
+    if path.exists() and path.read_text() != text and tool == 'train' and \
+            (out / 'experiments' / options['name']).exists():
+        raise OptionError(f"{study.path}: run {options['name']} already started with other options ({path}); "
+                          f'give the study another name, or delete {out / "experiments" / options["name"]} to '
+                          'train it again')
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def checkpoint(out: Path, run: Run, iteration: int) -> Path:
+    return out / 'experiments' / run.name / 'models' / f'net_g_{iteration}.pth'
+
+
+def result_tables(out: Path, study: Study, run: Run, iteration: int) -> list[Path]:
+    from ibsd.study.spec import SAFE_NAME
+    folder = out / 'results' / f'{run.name}_i{iteration}'
+    return [folder / f'{SAFE_NAME.sub("_", name)}_metrics.csv' for name in study.test_sets]
+
+
+def evaluated_iterations(study: Study, total: int) -> list[int]:
+    return sorted(set(study.eval_iters) | {total})
+
+
+def threads_per_task(study: Study) -> int:
+    threads = study.threads or os.cpu_count() or 1
+    return max(1, threads // max(1, study.parallel))
+
+
+def task_environment(threads: int) -> dict:
+    return {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads),
+            'PYTHONUNBUFFERED': '1'}
+
+
+def plan(study: Study, out: Path, cwd: Path) -> list[Task]:
+    """Write every run's options; the training tasks of unfinished runs and the evaluations still missing."""
+    tasks = []
+    for run in study.runs:
+        options = run_options(study, run, cwd)
+        total = options['train']['total_iter']
+        options_path = out / 'options' / f'{run.name}.yml'
+        write_options(options_path, options, study, 'train', out)
+        evaluations = evaluation_tasks(study, run, options, out, cwd)
+        if checkpoint(out, run, total).exists():
+            tasks += evaluations()
+            continue
+        tasks.append(Task(f'{run.variant} s{run.seed}', [console_script('ibsd-train'), '-opt',
+                                                         str(options_path.relative_to(out)), '--auto_resume'],
+                          out / 'logs' / f'{run.name}.log', total, evaluations))
+    return tasks
+
+
+def evaluation_tasks(study: Study, run: Run, options: dict, out: Path, cwd: Path) -> Callable[[], list[Task]]:
+    def make() -> list[Task]:
+        tasks = []
+        for iteration in evaluated_iterations(study, options['train']['total_iter']):
+            weights = checkpoint(out, run, iteration)
+            tables = result_tables(out, study, run, iteration)
+            if all(t.exists() and t.stat().st_mtime >= weights.stat().st_mtime for t in tables):
+                continue
+            path = out / 'options' / 'test' / f'{run.name}_i{iteration}.yml'
+            write_options(path, evaluation_options(study, run, options, weights, iteration, cwd), study, 'test', out)
+            tasks.append(Task(f'{run.variant} s{run.seed} test @{iteration}',
+                              [console_script('ibsd-test'), '-opt', str(path.relative_to(out))],
+                              out / 'logs' / f'{run.name}_test_i{iteration}.log'))
+        return tasks
+    return make
+
+
+def last_progress(log: Path) -> tuple[int, str] | None:
+    """(iteration, BasicSR's ETA) of the newest iteration line in a run's log."""
+    try:
+        with open(log, 'rb') as handle:
+            handle.seek(max(0, log.stat().st_size - 8192))
+            tail = handle.read().decode(errors='replace')
+    except OSError:
+        return None
+    found = ITERATION_LINE.findall(tail)
+    return (int(found[-1][0].replace(',', '')), found[-1][1].strip()) if found else None
+
+
+def progress_line(task: Task) -> str:
+    elapsed = time.monotonic() - task.started
+    if task.total_iter is None:
+        return f'  {task.label}: evaluating ({elapsed:.0f} s)'
+    progress = last_progress(task.log)
+    if progress is None:
+        return f'  {task.label}: starting ({elapsed:.0f} s)'
+    return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, ETA {progress[1]}'
+
+
+def tail(path: Path, lines: int = 15) -> str:
+    try:
+        return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
+    except OSError:
+        return '(no log)'
+
+
+def execute(tasks: list[Task], parallel: int, out: Path, threads: int,
+            print_line: Callable[[str], None] = print) -> list[str]:
+    """Run ``tasks`` (and the tasks their successes add), ``parallel`` at a time; returns the failures."""
+    pending, running, failures = list(tasks), [], []
+    next_report = time.monotonic() + PROGRESS_EVERY_S
+    environment = task_environment(threads)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                task = pending.pop(0)
+                task.log.parent.mkdir(parents=True, exist_ok=True)
+                handle = open(task.log, 'a')
+                task.process = subprocess.Popen(task.command, cwd=out, stdout=handle, stderr=subprocess.STDOUT,
+                                                env=environment)
+                handle.close()
+                task.started = time.monotonic()
+                running.append(task)
+                print_line(f'started {task.label} ({threads} threads): log {task.log.relative_to(out)}')
+            time.sleep(POLL_S)
+            for task in [t for t in running if t.process.poll() is not None]:
+                running.remove(task)
+                if task.process.returncode == 0:
+                    print_line(f'finished {task.label} in {time.monotonic() - task.started:.0f} s')
+                    pending[:0] = task.on_success()
+                else:
+                    failures.append(task.label)
+                    print_line(f'FAILED {task.label} (exit status {task.process.returncode}); end of '
+                               f'{task.log}:\n{tail(task.log)}')
+            if running and time.monotonic() >= next_report:
+                next_report = time.monotonic() + PROGRESS_EVERY_S
+                print_line('\n'.join(progress_line(t) for t in running))
+    except KeyboardInterrupt:
+        for task in running:
+            task.process.terminate()
+        for task in running:
+            task.process.wait()
+        raise
+    return failures
+
+
+def prepare_data(study: Study, cwd: Path) -> None:
+    """Run the study's ``prepare`` commands (``ibsd-prepare`` reruns are cheap: it keeps a manifest)."""
+    for command in study.prepare:
+        executable = console_script(command[0]) if command[0].startswith('ibsd-') else command[0]
+        print(f"preparing: {' '.join(command)}", flush=True)
+        result = subprocess.run([executable, *command[1:]], cwd=cwd)
+        if result.returncode != 0:
+            raise OptionError(f"{study.path}: prepare: '{' '.join(command)}' failed (exit status {result.returncode})")
+
+
+def run_study(study: Study, out: Path, cwd: Path, print_line: Callable[[str], None] = print) -> list[str]:
+    """Prepare, train and evaluate what is missing; returns the labels of failed tasks."""
+    out.mkdir(parents=True, exist_ok=True)
+    prepare_data(study, cwd)
+    tasks = plan(study, out, cwd)
+    threads = threads_per_task(study)
+    trainings = sum(t.total_iter is not None for t in tasks)
+    print_line(f'{study.name}: {len(study.runs)} runs, {trainings} to train, {len(tasks) - trainings} evaluations '
+               f'ready; {study.parallel} at a time with {threads} threads each; folder {out}')
+    sys.stdout.flush()
+    return execute(tasks, study.parallel, out, threads, print_line)

@@ -1,0 +1,131 @@
+"""ibsd-study: study files, generated run options, paired comparisons, and a tiny study end to end."""
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ibsd.models.ibsd_options import OptionError
+from ibsd.study.results import Key, compare, read_training_log
+from ibsd.study.spec import evaluation_options, load_study, run_options
+from tests.test_entry_points import make_pairs, write_yaml
+from tests.test_ibsd_training import ibsd_options
+
+
+def study_file(root: Path, **changes) -> Path:
+    opt = ibsd_options('base', Path('data'), 4)
+    for phase in ('train', 'val'):
+        opt['datasets'][phase].update(dataroot_gt=f'data/{phase}/hr', dataroot_lq=f'data/{phase}/lr')
+    opt['val']['val_freq'] = 2
+    opt['logger']['print_freq'] = 1
+    write_yaml(root / 'base.yml', opt)
+    study = {'name': 'tiny', 'base': 'base.yml', 'variants': {'L1': {'plain': True}, 'IBSD': {}}, 'baseline': 'L1',
+             'seeds': [0, 1], 'eval_iters': [2],
+             'test_sets': {'val set': {'dataroot_gt': 'data/val/hr', 'dataroot_lq': 'data/val/lr'},
+                           'other': {'dataroot_gt': 'data/other/hr', 'dataroot_lq': 'data/other/lr'}},
+             'parallel': 2, 'threads': 2, 'crop_size': 16, **changes}
+    return write_yaml(root / 'study.yml', study)
+
+
+def test_variants_edit_the_base_and_the_plain_baseline_has_no_ibsd_key(tmp_path):
+    path = study_file(tmp_path, variants={
+        'L1': {'plain': True}, 'IBSD': {}, 'MI': {'remove': ['train:wavelet_opt'], 'seeds': [0]},
+        'lambda_MI=1e-2': {'set': {'train:mi_opt:loss_weight': 0.01}}},
+        set={'train:total_iter': 6})
+    study = load_study(path)
+    assert [(r.variant, r.seed) for r in study.runs] == [('L1', 0), ('L1', 1), ('IBSD', 0), ('IBSD', 1), ('MI', 0),
+                                                          ('lambda_MI=1e-2', 0), ('lambda_MI=1e-2', 1)]
+    options = {r.name: run_options(study, r, tmp_path) for r in study.runs}
+    plain = options['tiny_L1_s1']
+    assert plain['model_type'] == 'SRModel' and plain['manual_seed'] == 1
+    assert not {'mi_opt', 'wavelet_opt', 'soft_target', 'optim_est', 'ibsd'} & set(plain['train'])
+    assert 'network_est' not in plain
+    assert options['tiny_IBSD_s0']['model_type'] == 'IBSDModel'
+    assert 'wavelet_opt' not in options['tiny_MI_s0']['train'] and 'mi_opt' in options['tiny_MI_s0']['train']
+    assert options['tiny_lambda_MI_1e-2_s0']['train']['mi_opt']['loss_weight'] == 0.01
+    for opt in options.values():
+        assert opt['train']['total_iter'] == 6 and opt['logger']['save_checkpoint_freq'] == 2  # gcd(2, 6)
+        assert opt['datasets']['train']['dataroot_gt'] == str(tmp_path / 'data' / 'train' / 'hr')
+    test = evaluation_options(study, study.runs[2], options['tiny_IBSD_s0'], tmp_path / 'w.pth', 6, tmp_path)
+    assert test['tile'] == {'tile_size': None} and test['path']['param_key_g'] == 'params_ema'
+    assert [d['name'] for d in test['datasets'].values()] == ['val_set', 'other']
+
+
+@pytest.mark.parametrize('changes, message', [
+    ({'variants': {'L1': {'plian': True}}}, "variants:L1: unknown key 'plian': did you mean 'plain'"),
+    ({'baseline': 'L2'}, "baseline: 'L2' is not one of the variants ['L1', 'IBSD']"),
+    ({'seeds': ['a']}, "seeds[0]: expected a number, got 'a'"),
+    ({'test_sets': {'x': {'dataroot_gt': 'a'}}}, 'test_sets:x: dataroot_lq is missing'),
+    ({'eval_iters': [8]}, 'eval_iters [8] are beyond train:total_iter 4'),
+    ({'variants': {'L1': {}, 'WAV': {'remove': ['train:mi_otp']}}}, "variants:WAV: remove: 'train:mi_otp' is not in"),
+    ({'sedes': [1]}, "unknown key 'sedes': did you mean 'seeds'"),
+])
+def test_a_bad_study_file_is_an_error_naming_the_key(tmp_path, changes, message):
+    path = study_file(tmp_path, **changes)
+    with pytest.raises(OptionError, match=__import__('re').escape(message)):
+        study = load_study(path)
+        for run in study.runs:
+            run_options(study, run, tmp_path)
+
+
+def table(values: dict[str, float]) -> dict:
+    return {image: {'psnr': value, 'ssim': 0.5} for image, value in values.items()}
+
+
+def test_paired_differences_per_seed_and_per_image(tmp_path):
+    study = load_study(study_file(tmp_path))
+    scores = {Key('L1', 0, 4, 'other'): table({'a': 20.0, 'b': 30.0}),
+              Key('IBSD', 0, 4, 'other'): table({'a': 20.5, 'b': 29.9}),
+              Key('L1', 1, 4, 'other'): table({'a': 21.0, 'b': 30.0}),
+              Key('IBSD', 1, 4, 'other'): table({'a': 21.2, 'b': 30.2}),
+              Key('IBSD', 2, 4, 'other'): table({'a': 99.0, 'b': 99.0})}  # seed 2 has no baseline: not paired
+    result = compare(scores, study, 'IBSD', 'other', {'L1': 4, 'IBSD': 4})
+    assert result.per_seed == pytest.approx({0: 0.2, 1: 0.2})
+    assert result.mean == pytest.approx(0.2) and result.positive == 2
+    assert (result.images_better, result.images) == (2, 2)  # a: +0.35, b: +0.05 over the two seeds
+
+
+def test_training_logs_are_read_with_the_newest_launch_winning(tmp_path):
+    log = tmp_path / 'run.log'
+    log.write_text(
+        '2026 INFO: [tiny_..][epoch:  0, iter:       2, lr:(1.000e-03,)] [eta: 0:00:01, time (data): 0.1 (0.0)] '
+        'l_pix: 2.0000e-01 l_mi: -1.0000e-04 \n2026 INFO: Validation val\n\t # psnr: 20.5000\tBest: 20.5 @ 2 iter\n'
+        '2026 INFO: [tiny_..][epoch:  0, iter:       2, lr:(1.000e-03,)] [eta: 0:00:01, time (data): 0.1 (0.0)] '
+        'l_pix: 1.5000e-01 mi_1: 3.0000e+00 \n')
+    parsed = read_training_log(log)
+    assert parsed.terms['l_pix'] == {2: 0.15} and parsed.terms['mi_1'] == {2: 3.0}
+    assert parsed.validation == {'val psnr': {2: 20.5}}
+
+
+@pytest.mark.slow
+def test_a_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
+    make_pairs(tmp_path / 'data' / 'train', 8, scale=2)
+    make_pairs(tmp_path / 'data' / 'val', 2, scale=2, seed=1)
+    make_pairs(tmp_path / 'data' / 'other', 3, scale=2, seed=2)
+    path = study_file(tmp_path)
+    command = [sys.executable, '-m', 'ibsd.study', str(path)]
+    result = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = tmp_path / 'studies' / 'tiny'
+    with open(out / 'table.csv', newline='') as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(r['test_set'], r['variant'], r['seeds']) for r in rows] == [
+        ('val set', 'L1', '0 1'), ('val set', 'IBSD', '0 1'), ('other', 'L1', '0 1'), ('other', 'IBSD', '0 1')]
+    ibsd_row = rows[1]
+    per_seed = dict(item.split(':') for item in ibsd_row['d_psnr_per_seed'].split())
+    assert set(per_seed) == {'0', '1'}
+    assert float(ibsd_row['d_psnr_mean']) == pytest.approx(sum(map(float, per_seed.values())) / 2, abs=1e-5)
+    assert '| IBSD | 4 | 0 1 |' in (out / 'table.md').read_text()
+    for name in ('validation.png', 'test_curves.png', 'losses.png', 'per_image.png', 'crops.png'):
+        assert (out / name).stat().st_size > 1000, name
+    run = yaml.safe_load((out / 'options' / 'tiny_IBSD_s1.yml').read_text())
+    assert run['manual_seed'] == 1 and run['model_type'] == 'IBSDModel'
+    assert (out / 'results' / 'tiny_L1_s0_i2' / 'other_metrics.csv').is_file()
+
+    again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and 'started' not in again.stdout
+    assert '0 to train, 0 evaluations' in again.stdout
