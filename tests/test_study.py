@@ -48,7 +48,7 @@ def test_variants_edit_the_base_and_the_plain_baseline_has_no_ibsd_key(tmp_path)
     assert 'wavelet_opt' not in options['tiny_MI_s0']['train'] and 'mi_opt' in options['tiny_MI_s0']['train']
     assert options['tiny_lambda_MI_1e-2_s0']['train']['mi_opt']['loss_weight'] == 0.01
     for opt in options.values():
-        assert opt['train']['total_iter'] == 6 and opt['logger']['save_checkpoint_freq'] == 2  # gcd(2, 6)
+        assert opt['train']['total_iter'] == 6 and opt['logger']['save_checkpoint_freq'] == 1  # gcd(2, 6), then 4 saves
         assert opt['datasets']['train']['dataroot_gt'] == str(tmp_path / 'data' / 'train' / 'hr')
     test = evaluation_options(study, study.runs[2], options['tiny_IBSD_s0'], tmp_path / 'w.pth', 6, tmp_path)
     assert test['tile'] == {'tile_size': None} and test['path']['param_key_g'] == 'params_ema'

@@ -93,7 +93,8 @@ def task_environment(threads: int) -> dict:
 def plan(study: Study, out: Path, cwd: Path) -> list[Task]:
     """Write every run's options; the training tasks of unfinished runs and the evaluations still missing."""
     tasks = []
-    for run in study.runs:
+    order = list(study.variants)
+    for run in sorted(study.runs, key=lambda r: (r.seed, order.index(r.variant))):  # seed by seed: paired early
         options = run_options(study, run, cwd)
         total = options['train']['total_iter']
         options_path = out / 'options' / f'{run.name}.yml'
@@ -171,7 +172,7 @@ def execute(tasks: list[Task], parallel: int, out: Path, threads: int,
                 handle.close()
                 task.started = time.monotonic()
                 running.append(task)
-                print_line(f'started {task.label} ({threads} threads): log {task.log.relative_to(out)}')
+                print_line(f'started {task.label} ({threads} thread(s)): log {task.log.relative_to(out)}')
             time.sleep(POLL_S)
             for task in [t for t in running if t.process.poll() is not None]:
                 running.remove(task)
@@ -212,6 +213,6 @@ def run_study(study: Study, out: Path, cwd: Path, print_line: Callable[[str], No
     threads = threads_per_task(study)
     trainings = sum(t.total_iter is not None for t in tasks)
     print_line(f'{study.name}: {len(study.runs)} runs, {trainings} to train, {len(tasks) - trainings} evaluations '
-               f'ready; {study.parallel} at a time with {threads} threads each; folder {out}')
+               f'ready; {study.parallel} at a time with {threads} thread(s) each; folder {out}')
     sys.stdout.flush()
     return execute(tasks, study.parallel, out, threads, print_line)

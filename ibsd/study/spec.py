@@ -218,10 +218,14 @@ def absolute_paths(node: Any, root: Path) -> Any:
 
 
 def save_every(study: Study, total_iter: int) -> int:
-    """A checkpoint interval that lands on every evaluated iteration and on the last one."""
+    """A checkpoint interval that lands on every evaluated iteration and on the last one, and saves at least
+    about four times per run (a killed run resumes from its last state)."""
     interval = 0
     for iteration in [*study.eval_iters, total_iter]:
         interval = math.gcd(interval, iteration)
+    for divisor in (2, 3, 5):
+        while interval > total_iter // 4 and interval % divisor == 0:
+            interval //= divisor
     return interval
 
 
