@@ -129,3 +129,18 @@ def test_a_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
     again = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and 'started' not in again.stdout
     assert '0 to train, 0 evaluations' in again.stdout
+
+
+@pytest.mark.parametrize('path', sorted((Path(__file__).parents[1] / 'options' / 'study').glob('*.yml')),
+                         ids=lambda p: p.stem)
+def test_every_shipped_study_file_makes_valid_ibsd_options(path):
+    from basicsr.models import build_model  # noqa: F401  (registries filled by ibsd)
+
+    from ibsd.models.ibsd_options import check_ibsd_options
+    study = load_study(path)
+    assert study.baseline in study.variants and len(study.seeds) >= 3
+    for run in study.runs:
+        options = run_options(study, run, Path.cwd())
+        if options['model_type'] == 'IBSDModel':
+            check_ibsd_options(options)
+        assert all(i < options['train']['total_iter'] for i in study.eval_iters)
