@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Create (or update) the virtual environment with everything ibsd needs, in seconds when it exists.
 #
-#   bash scripts/setup_env.sh          # runtime + demo
+#   bash scripts/setup_env.sh          # runtime + demo + ibsd-study plots
 #   bash scripts/setup_env.sh --test   # also pytest and the basicsr 1.4.2 source archive the tests unpack
 #
 # Environment: IBSD_VENV (default .venv), PYTHON (default python3),
@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 venv=${IBSD_VENV:-.venv}
 python=${PYTHON:-python3}
 torch_spec=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
-extra=demo
+extra=demo,study
 [ "${1:-}" = "--test" ] && extra=test
 
 if [ ! -x "$venv/bin/python" ]; then

@@ -150,6 +150,11 @@ def write_report(study: Study, out: Path, totals: dict[str, int], plots: bool = 
     table = out / 'table.md'
     table.write_text(markdown(study, rows, metrics, scores, iteration_of))
     if plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print('plots skipped: matplotlib is not installed (pip install "ibsd[study]" or matplotlib)')
+            return table
         from ibsd.study import plots as plotting
         logs = training_logs(study, out)
         plotting.write_all(study, out, scores, logs, iteration_of, per_image_differences)
