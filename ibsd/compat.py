@@ -219,8 +219,6 @@ def save_network(self, net, net_label: str, current_iter, param_key='params') ->
     """
     import torch
     from basicsr.utils.dist_util import get_dist_info
-    if get_dist_info()[0] != 0:
-        return
     networks = net if isinstance(net, list) else [net]
     keys = param_key if isinstance(param_key, list) else [param_key]
     if len(networks) != len(keys):
@@ -228,15 +226,17 @@ def save_network(self, net, net_label: str, current_iter, param_key='params') ->
     label = 'latest' if current_iter == -1 else current_iter
     path = osp.join(self.opt['path']['models'], f'{net_label}_{label}.pth')
     save_dict = {}
-    for network, key in zip(networks, keys):
+    for network, key in zip(networks, keys):  # every rank checks (same weights): all stop with one line
         state = {}
         for name, tensor in self.get_bare_model(network).state_dict().items():
             if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
                 raise NonFiniteWeightsError(f"refusing to save {path}: '{name}' holds NaN or Inf values (training "
                                             'diverged); the checkpoints already saved are untouched')
-            state[name[7:] if name.startswith('module.') else name] = tensor.cpu()
+            state[name[7:] if name.startswith('module.') else name] = tensor
         save_dict[key] = state
-    write_atomically(save_dict, path)
+    if get_dist_info()[0] != 0:
+        return
+    write_atomically({key: {n: t.cpu() for n, t in state.items()} for key, state in save_dict.items()}, path)
 
 
 def sampling_layout(opt: dict) -> dict:
@@ -275,6 +275,20 @@ def save_training_state(self, epoch, current_iter) -> None:
     write_atomically(state, osp.join(self.opt['path']['training_states'], f'{current_iter}.state'), 'training state')
 
 
+def share_drawn_seed(opt: dict) -> None:
+    """Under DDP every rank takes rank 0's ``manual_seed``: basicsr draws one per rank when the YAML sets
+    none, and a training state records rank 0's (each rank's streams are then seeded ``seed + rank``)."""
+    import torch.distributed as dist
+    if not (opt.get('dist') and dist.is_available() and dist.is_initialized()):
+        return
+    seed = [opt.get('manual_seed')]
+    dist.broadcast_object_list(seed, src=0)
+    if seed[0] != opt.get('manual_seed'):
+        from basicsr.utils import set_random_seed
+        opt['manual_seed'] = seed[0]
+        set_random_seed(seed[0] + opt['rank'])
+
+
 def with_option_defaults(parse_options):
     """Wrap basicsr's ``parse_options``: optional keys basicsr indexes directly exist, iteration counts
     are numbers, and an IBSD run's options are checked before any data set or network is built."""
@@ -284,6 +298,7 @@ def with_option_defaults(parse_options):
         opt, args = parse_options(root_path, is_train)
         if isinstance(opt.get('val'), dict):
             opt['val'].setdefault('suffix', None)
+        share_drawn_seed(opt)
         if is_train and isinstance(opt.get('train'), dict):
             convert_iteration_counts(opt['train'])
             if opt.get('model_type') == 'IBSDModel':
@@ -332,10 +347,16 @@ def resume_part_way(opt: dict, sampler, logger) -> None:
             return
         anchor = list(recorded['anchor'])
         if position.get('seed_was') != recorded['seed']:
-            logger.info(f"The training samples keep the run's seed {recorded['seed']} (manual_seed now "
-                        f"{position.get('seed_was')})")
+            logger.warning(f"The training samples keep the run's seed {recorded['seed']} (manual_seed is now "
+                           f"{position.get('seed_was')}; BasicSR draws a new one at each launch when the YAML "
+                           'sets none): start a new experiment to train with another seed')
     per_epoch = layout['iters_per_epoch']
     done = iteration - anchor[1] - (epoch - anchor[0]) * per_epoch
+    if recorded is None and done == per_epoch:  # older states did not move on to the next epoch
+        sampler.start_part_way(epoch, done * layout['batch_size_per_gpu'])
+        opt['sampling_anchor'] = anchor
+        logger.info(f'Epoch {epoch} was complete: resuming with the next one')
+        return
     if not 0 <= done < per_epoch:
         logger.warning(f'The training state (epoch {epoch}, iteration {iteration}) does not fall in an epoch of '
                        f'{per_epoch} iterations: epoch {epoch} restarts from its first batch')
@@ -356,6 +377,19 @@ def warn_about_threaded_sampling(opt: dict, logger) -> None:
                        'that draws from them (dropout) may not resume exactly; set num_worker_per_gpu >= 1')
 
 
+def epochs_needed(opt: dict, total_epochs: int, total_iters: int, logger) -> int:
+    """Enough epochs for ``total_iters``: basicsr counts ``ceil(samples / batch)`` iterations per epoch although
+    its loader drops the last partial batch, and a resumed run whose epochs changed length counts from the
+    anchor (:func:`resume_part_way`). Too few epochs would end training early with exit status 0."""
+    import math
+    anchor_epoch, anchor_iter = opt.get('sampling_anchor') or (0, 0)
+    per_epoch = max(1, int(opt['iters_per_epoch']))
+    needed = anchor_epoch + math.ceil(max(0, total_iters - anchor_iter) / per_epoch)
+    if needed > total_epochs:
+        logger.info(f'Total epochs: {needed} (not {total_epochs}: {per_epoch} full batches per epoch)')
+    return max(total_epochs, needed)
+
+
 def recording_iters_per_epoch(create_train_val_dataloader):
     """Wrap ``basicsr.train.create_train_val_dataloader``: store ``opt['iters_per_epoch']``, seed the
     training samples from ``manual_seed`` and resume part-way into an epoch."""
@@ -374,6 +408,7 @@ def recording_iters_per_epoch(create_train_val_dataloader):
             loader.generator = torch.Generator().manual_seed(seed)  # worker seeds never draw from torch's stream
             warn_about_threaded_sampling(opt, logger)
             resume_part_way(opt, sampler, logger)
+            result = (*result[:3], epochs_needed(opt, result[3], result[4], logger), *result[4:])
         return result
 
     create_and_record.__wrapped__ = create_train_val_dataloader

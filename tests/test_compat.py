@@ -187,3 +187,15 @@ def test_training_states_load_without_unpickling_code(tmp_path):
     with pytest.raises(CheckpointError, match='not unpickled since that could run code'):
         load_training_state(str(hostile), 'cpu')
     assert not (tmp_path / 'ran').exists()
+
+
+def test_enough_epochs_for_the_iterations_with_dropped_batches_and_after_an_anchor():
+    import logging
+
+    from ibsd.compat import epochs_needed
+    logger = logging.getLogger('test')
+    # 9 pairs, batch 4: basicsr counts ceil(9 / 4) = 3 iterations per epoch, the loader gives 2
+    assert epochs_needed({'iters_per_epoch': 2}, 4, 12, logger) == 6
+    # resumed at iteration 6 of epoch 6 with 8 iterations per epoch now: 8 more iterations, epochs 6 and 7
+    assert epochs_needed({'iters_per_epoch': 8, 'sampling_anchor': [6, 6]}, 2, 14, logger) == 7
+    assert epochs_needed({'iters_per_epoch': 2}, 10, 12, logger) == 10  # never fewer than basicsr's

@@ -49,8 +49,11 @@ def test_a_size_mismatch_names_the_pair(tmp_path):
 
 def test_evaluation_sets_may_have_a_larger_gt_which_basicsr_crops(tmp_path):
     make_pairs(tmp_path, 2, scale=2)
-    cv2.imwrite(str(tmp_path / 'hr' / '000.png'), np.zeros((53, 60, 3), np.uint8))  # LQ is 24x24
-    check_dataset(options(tmp_path, phase='val'))
+    cv2.imwrite(str(tmp_path / 'hr' / '000.png'), np.zeros((49, 49, 3), np.uint8))  # LQ is 24x24
+    assert 'WARNING' not in check_dataset(options(tmp_path, phase='val'))
+    cv2.imwrite(str(tmp_path / 'hr' / '000.png'), np.zeros((53, 60, 3), np.uint8))  # 2 x 24 + 2 or more
+    assert 'WARNING: 1 GT image(s) are larger than 2 x their LQ by 2 pixels or more (000.png)' in check_dataset(
+        options(tmp_path, phase='val'))
     with pytest.raises(DataCheckError, match='pair 000.png'):
         check_dataset(options(tmp_path, phase='train'))
     cv2.imwrite(str(tmp_path / 'hr' / '000.png'), np.zeros((47, 60, 3), np.uint8))

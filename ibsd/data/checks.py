@@ -118,7 +118,7 @@ def check_sizes(gt_size: tuple[int, int], lq_size: tuple[int, int], scale: int, 
     return all(g >= lq * scale for g, lq in zip(gt_size, lq_size))
 
 
-def _check_paired(dataset_opt: dict, scale: int, where: str) -> int:
+def _check_paired(dataset_opt: dict, scale: int, where: str) -> tuple[int, list[str]]:
     for key in ('dataroot_gt', 'dataroot_lq'):
         if not dataset_opt.get(key):
             raise DataCheckError(f'{where}: {key} is missing ({dataset_opt["type"]} needs dataroot_gt and dataroot_lq)')
@@ -131,13 +131,14 @@ def _check_paired(dataset_opt: dict, scale: int, where: str) -> int:
         lq = {k: (f'{lq_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(lq_root).items()}
     elif backend == 'disk':
         if dataset_opt.get('meta_info_file'):
-            return -1  # basicsr pairs these by the listed names: checked when each pair is read
+            return -1, []  # basicsr pairs these by the listed names: checked when each pair is read
         gt = folder_sizes(gt_root)
         lq = folder_sizes(lq_root, dataset_opt.get('filename_tmpl', '{}'))
     else:
-        return -1
+        return -1, []
     names = _pair_up(gt, lq, where, gt_root, lq_root)
     train = dataset_opt.get('phase') == 'train'
+    oversized = []
     for name in names:
         (gt_path, gt_size), (lq_path, lq_size) = gt[name], lq[name]
         gt_hw, lq_hw = gt_size(), lq_size()
@@ -145,10 +146,12 @@ def _check_paired(dataset_opt: dict, scale: int, where: str) -> int:
             raise DataCheckError(f'{where}: pair {name}: GT {gt_path} is {gt_hw[1]}x{gt_hw[0]} but LQ {lq_path} is '
                                  f'{lq_hw[1]}x{lq_hw[0]}; at scale {scale} the GT must be {lq_hw[1] * scale}x'
                                  f"{lq_hw[0] * scale}{'' if train else ' or larger'}")
+        if not train and any(g >= (q + 1) * scale for g, q in zip(gt_hw, lq_hw)):
+            oversized.append(name)
         if train and min(gt_hw) < int(dataset_opt.get('gt_size') or 0):
             raise DataCheckError(f"{where}: pair {name}: GT {gt_path} ({gt_hw[1]}x{gt_hw[0]}) is smaller than "
                                  f"gt_size {dataset_opt['gt_size']}")
-    return len(names)
+    return len(names), oversized
 
 
 def check_dataset(dataset_opt: dict) -> str:
@@ -161,8 +164,9 @@ def check_dataset(dataset_opt: dict) -> str:
     started = time.perf_counter()
     kind = dataset_opt.get('type')
     scale = int(dataset_opt.get('scale') or 1)
+    oversized: list[str] = []
     if kind in PAIRED_TYPES:
-        count = _check_paired(dataset_opt, scale, where)
+        count, oversized = _check_paired(dataset_opt, scale, where)
     else:
         for key, value in dataset_opt.items():
             if not key.startswith('dataroot') or not value:
@@ -173,7 +177,11 @@ def check_dataset(dataset_opt: dict) -> str:
         count = -1
     seconds = time.perf_counter() - started
     found = f'{count} pairs, names and sizes' if count >= 0 else 'paths'
-    return f'{where}: {found} checked in {seconds:.2f} s'
+    line = f'{where}: {found} checked in {seconds:.2f} s'
+    if oversized:
+        line += (f'; WARNING: {len(oversized)} GT image(s) are larger than {scale} x their LQ by {scale} pixels or '
+                 f'more ({_listing(oversized)}): BasicSR crops them to the top-left corner; is scale {scale} right?')
+    return line
 
 
 def name_files_on_error(cls: type) -> type:

@@ -80,9 +80,10 @@ class DivergenceGuard:
             return
         self.consecutive += 1
         self.skipped += 1
-        skipped = '; '.join(f"{network} step skipped (non-finite {', '.join(names)})" for network, names in bad)
+        parts = dict.fromkeys(f"{network} step skipped (non-finite {', '.join(names)})" for network, names in bad)
+        skipped = '; '.join(parts)
         get_root_logger().warning(
-            f'iteration {current_iter}: {skipped}: the skipped network keeps its weights '
+            f'iteration {current_iter}: {skipped}: a skipped step changes no weight '
             f'({self.consecutive} bad iterations in a row; the run stops at {self.max_bad_steps})')
         if self.consecutive >= self.max_bad_steps:
             raise DivergenceError(
