@@ -171,6 +171,9 @@ def test_alpha_rises_linearly_and_snapshot_refreshes_per_period():
     target = ProgressiveSoftTarget('snapshot', alpha_max=0.8, ramp_iters=4, refresh_iters=2,
                                    build_student=lambda: IMDN(**{k: v for k, v in IMDN_SMALL.items() if k != 'type'}))
     assert [target.alpha(t) for t in (0, 1, 2, 4, 9)] == pytest.approx([0, 0.2, 0.4, 0.8, 0.8])
+    later = ProgressiveSoftTarget('ema', alpha_max=0.5, ramp_iters=4, refresh_iters=None, build_student=None,
+                                  start_iters=10)
+    assert [later.alpha(t) for t in (0, 10, 12, 14, 99)] == pytest.approx([0, 0, 0.25, 0.5, 0.5])
     student = IMDN(**{k: v for k, v in IMDN_SMALL.items() if k != 'type'})
     lq, hr = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 16, 16)
     for t in (1, 2):
@@ -273,3 +276,12 @@ def test_log_pairs_logs_each_pairs_bound_and_nll_that_sum_to_the_terms(tmp_path)
     feed(quiet)
     quiet.optimize_parameters(1)
     assert not any(n.startswith(('mi_', 'nll_')) for n in quiet.get_current_log())
+
+
+def test_start_iters_delays_the_ramp_which_then_spans_the_remaining_iterations(tmp_path):
+    opt = make_opt(tmp_path, soft_target={'source': 'snapshot', 'alpha_max': 0.8, 'refresh_iters': 2,
+                                          'start_iters': '6'})
+    opt['train']['total_iter'] = 10
+    model = build_model(opt)
+    assert model.soft_target.start_iters == 6 and model.soft_target.ramp_iters == 4
+    assert model.soft_target.alpha(6) == 0 and model.soft_target.alpha(8) == pytest.approx(0.4)

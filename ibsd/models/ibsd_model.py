@@ -226,11 +226,12 @@ class IBSDModel(TiledSRModel):
         total_iter = int(self.opt['train'].get('total_iter', 1))
         refresh = options.get('refresh_iters')
         refresh = self.opt.get('iters_per_epoch') if refresh is None else refresh
+        start = int(options.get('start_iters') or 0)
         return ProgressiveSoftTarget(
             source=options.get('source', 'snapshot'), alpha_max=float(options.get('alpha_max', 0.8)),
-            ramp_iters=int(options.get('ramp_iters') or total_iter),
+            ramp_iters=int(options.get('ramp_iters') or max(1, total_iter - start)),
             refresh_iters=None if refresh is None else int(refresh),
-            build_student=lambda: build_network(self.opt['network_g']))
+            build_student=lambda: build_network(self.opt['network_g']), start_iters=start)
 
     def setup_optimizers(self):
         optim_g = deepcopy(self.opt['train']['optim_g'])

@@ -22,7 +22,8 @@ BASICSR_TRAIN_KEYS = frozenset({
     'mixing_prob', 'path_batch_shrink', 'gan_gp_weight'})
 LOOP_KEYS = {'nodes': 'nodes', 'estimator_steps': 'int', 'grad_clip_norm': 'float?', 'max_bad_steps': 'int',
              'log_pairs': 'bool'}
-SOFT_TARGET_KEYS = {'source': 'str', 'alpha_max': 'float', 'ramp_iters': 'int?', 'refresh_iters': 'int?'}
+SOFT_TARGET_KEYS = {'source': 'str', 'alpha_max': 'float', 'ramp_iters': 'int?', 'refresh_iters': 'int?',
+                    'start_iters': 'int?'}
 SCHEDULER_KEYS = {'type': 'str', 'milestones': 'ints', 'gamma': 'float', 'restart_weights': 'floats',
                   'restarts': 'ints', 'periods': 'ints', 'eta_min': 'float', 'last_epoch': 'int'}
 OPTIMIZER_NUMBERS = frozenset({'lr', 'weight_decay', 'eps', 'momentum', 'alpha', 'dampening', 'lr_decay',
@@ -265,6 +266,8 @@ def describe_terms(opt: Mapping, nodes: list[str] | None) -> str:
     parts.append(term('wavelet_opt', 'wavelet'))
     if train.get('wavelet_opt'):
         soft = train.get('soft_target') or {}
+        start = int(soft.get('start_iters') or 0)
+        ramp = soft.get('ramp_iters') or max(1, int(train.get('total_iter') or 1) - start)
         parts[-1] += (f" vs soft target (teacher {soft.get('source') or 'snapshot'}, alpha_max "
-                      f"{soft.get('alpha_max', 0.8)}, ramp {soft.get('ramp_iters') or train.get('total_iter')} iters)")
+                      f"{soft.get('alpha_max', 0.8)}, ramp {ramp} iters" + (f' from {start}' if start else '') + ')')
     return 'IBSD terms: ' + '; '.join(parts)

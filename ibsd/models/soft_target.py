@@ -1,6 +1,9 @@
 """The progressive soft target of IBSD's wavelet loss (after PS-KD, Kim et al., ICCV 2021).
 
-    T_t = (1 - alpha_t) * HR + alpha_t * teacher(LR),   alpha_t = alpha_max * min(1, t / ramp_iters)
+    T_t = (1 - alpha_t) * HR + alpha_t * teacher(LR),
+    alpha_t = alpha_max * clip((t - start_iters) / ramp_iters, 0, 1)
+
+``start_iters`` (default 0, as in PS-KD) delays the teacher until the student is worth copying.
 
 The teacher prediction is never differentiated. Sources (``soft_target: source``):
 
@@ -38,10 +41,11 @@ class ProgressiveSoftTarget:
         ramp_iters: Iterations over which alpha rises linearly from 0 to ``alpha_max``.
         refresh_iters: Snapshot period in iterations (``snapshot`` only).
         build_student: Makes a fresh student network (for the snapshot).
+        start_iters: Iterations with alpha = 0 (target HR) before the ramp begins.
     """
 
     def __init__(self, source: str, alpha_max: float, ramp_iters: int, refresh_iters: int | None,
-                 build_student: Callable[[], nn.Module]):
+                 build_student: Callable[[], nn.Module], start_iters: int = 0):
         if source in REMOVED_SOURCES:
             raise OptionError(f"{OPTION}: source '{source}' is not offered: {REMOVED_SOURCES[source]}; "
                              f'use one of {SOURCES}')
@@ -51,6 +55,8 @@ class ProgressiveSoftTarget:
             raise OptionError(f'{OPTION}: alpha_max must be in [0, 1], got {alpha_max}')
         if ramp_iters < 1:
             raise OptionError(f'{OPTION}: ramp_iters must be >= 1, got {ramp_iters}')
+        if start_iters < 0:
+            raise OptionError(f'{OPTION}: start_iters must be >= 0, got {start_iters}')
         if source == 'snapshot' and refresh_iters is None:
             raise OptionError(f'{OPTION}: set refresh_iters for the snapshot teacher (its default, one epoch, is '
                              'only known when training through ibsd-train / ibsd.train)')
@@ -59,13 +65,14 @@ class ProgressiveSoftTarget:
         self.source = source
         self.alpha_max = float(alpha_max)
         self.ramp_iters = int(ramp_iters)
+        self.start_iters = int(start_iters)
         self.refresh_iters = refresh_iters
         self.build_student = build_student
         self.snapshot: nn.Module | None = None
         self.snapshot_iter = 0
 
     def alpha(self, current_iter: int) -> float:
-        return self.alpha_max * min(1.0, current_iter / self.ramp_iters)
+        return self.alpha_max * min(1.0, max(0.0, (current_iter - self.start_iters) / self.ramp_iters))
 
     def refresh_if_due(self, current_iter: int, student: nn.Module) -> None:
         """Take a snapshot of ``student`` when ``current_iter - 1`` iterations end a period."""
