@@ -145,6 +145,8 @@ def progress_line(task: Task) -> str:
     progress = last_progress(task.log)
     if progress is None:
         return f'  {task.label}: starting ({elapsed:.0f} s)'
+    if progress[0] >= task.total_iter:
+        return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, saving and validating'
     return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, ETA {progress[1]}'
 
 
