@@ -223,28 +223,30 @@ def name_dynamic_axes(path: Path) -> None:
     onnx.save(model, str(path))
 
 
-def export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> Exported:
+def export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None,
+                  optimize: bool = True) -> Exported:
     dynamic = {axis: torch.export.Dim.DYNAMIC for axis in AXES}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         torch.onnx.export(net, (example,), str(path), dynamo=True, dynamic_shapes=(dynamic,),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
-                          external_data=False, verbose=False)
+                          external_data=False, verbose=False, optimize=optimize)
     name_dynamic_axes(path)
     return Exported(path, 'dynamo', opset_of(path), warning_notes(caught))
 
 
-def export_torchscript_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None) -> Exported:
+def export_torchscript_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None,
+                            optimize: bool = True) -> Exported:
     axes = {INPUT_NAME: AXES, OUTPUT_NAME: {0: 'batch', 2: 'out_height', 3: 'out_width'}}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter('always')
         torch.onnx.export(net, (example,), str(path), dynamo=False, dynamic_axes=axes, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME], opset_version=opset)
+                          output_names=[OUTPUT_NAME], opset_version=opset, do_constant_folding=optimize)
     return Exported(path, 'torchscript', opset_of(path), warning_notes(caught))
 
 
 def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, exporter: str = 'auto',
-                opset: int | None = None) -> Exported:
+                opset: int | None = None, optimize: bool = True) -> Exported:
     """Write ``net`` as ONNX with dynamic batch, height and width.
 
     Args:
@@ -254,6 +256,9 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, exporter: str
         exporter: ``dynamo``, ``torchscript`` or ``auto`` (dynamo, then the TorchScript-based
             exporter if it fails; the returned notes say why).
         opset: ONNX opset, ``None`` for the exporter's default.
+        optimize: Let the exporter fold constants and fuse operations (the file then stores some
+            weights transformed, merged or under other names); ``False`` keeps each parameter and
+            buffer as an initializer under its own name (see :func:`graph_weights`).
 
     Raises:
         ExportError: No exporter could export the network.
@@ -263,7 +268,7 @@ def export_onnx(net: nn.Module, example: torch.Tensor, path: Path, exporter: str
     failures = []
     for name in order:
         try:
-            done = functions[name](net, example, path, opset)
+            done = functions[name](net, example, path, opset, optimize)
         except Exception as error:  # exporters raise many types; the reason is reported
             failures.append(f'{name} exporter: {first_line(error)}')
             continue
@@ -287,7 +292,7 @@ def export_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> Exp
 
 @dataclass
 class GraphWeights:
-    """How the weights stored in an ONNX file relate to the network's parameters."""
+    """How the values stored in an ONNX file relate to the network's parameters and buffers."""
 
     parameters: int
     """Parameters of the network."""
@@ -295,20 +300,26 @@ class GraphWeights:
     """Of them, the values stored in the file under their own names."""
     unused: int
     """Parameters the graph does not use (e.g. RFDN's B5/B6 with ``share_block4``)."""
-    constants: int
-    """Other stored values: shapes, scalars, folded constants."""
+    extra: int
+    """Stored values that are neither a parameter nor a buffer of the network."""
 
 
 def graph_weights(path: Path, net: nn.Module) -> GraphWeights:
-    """Compare the initializers of the ONNX file ``path`` with the parameters of ``net``."""
+    """Compare the initializers of the ONNX file ``path`` with the parameters and buffers of ``net``.
+
+    Meant for files exported with ``optimize=False``, whose initializers are the network's
+    parameters and buffers under their own names; an optimised file stores some of them folded,
+    transposed or merged, which this count would take for missing parameters and extra values.
+    """
     import onnx
     model = onnx.load(str(path))
     sizes = {init.name: math.prod(init.dims) for init in model.graph.initializer}
     parameters = dict(net.named_parameters())
+    known = set(parameters) | {name for name, _ in net.named_buffers()}
     stored = sum(p.numel() for name, p in parameters.items() if sizes.get(name) == p.numel())
     total = sum(p.numel() for p in parameters.values())
-    constants = sum(size for name, size in sizes.items() if name not in parameters)
-    return GraphWeights(total, stored, total - stored, constants)
+    extra = sum(size for name, size in sizes.items() if name not in known)
+    return GraphWeights(total, stored, total - stored, extra)
 
 
 # ----------------------------------------------------------------------------- verification
@@ -526,11 +537,9 @@ def export_all(student: Student, files: Targets, work: Path, inputs: list | None
     for item in done:
         for note in item.notes:
             log(f'{item.path.name}: {note}')
-    weights = graph_weights(done[0].path, student.net)
-    unused = f', {weights.unused:,} unused by the graph' if weights.unused else ''
-    print(f'ibsd-export: ONNX by the {done[0].exporter} exporter, opset {done[0].opset}, dynamic batch/height/width; '
-          f'{weights.stored:,} of the {weights.parameters:,} parameters stored{unused}, plus {weights.constants:,} '
-          f'constant values')
+    size = done[0].path.stat().st_size / 2**20
+    print(f'ibsd-export: ONNX by the {done[0].exporter} exporter, opset {done[0].opset}, dynamic batch/height/width, '
+          f'{size:.1f} MiB')
     if inputs is not None:
         verify(student.net, checks, inputs)
         for line in report(checks, inputs):

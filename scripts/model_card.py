@@ -1,0 +1,358 @@
+"""Model card of the built-in students: size, cost and CPU latency, and what IBSD adds only in training.
+
+For each student in its paper configuration (x4), on a 320x180 LR input (1280x720 output):
+parameters; multiply-accumulates (MACs, in G: convolutions and matrix products, counted with
+``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per MAC); CPU latency (median
+of ``--runs`` forwards at batch 1 after one warm-up forward). Then IBSD's training-only extras:
+the estimator's parameters (``IBSDModel`` built for the student's default nodes) and the time of
+one IBSD training step against a plain L1 step (``scripts/benchmark_ibsd_step.py``'s settings,
+every IBSD term on; ``--train-batch``, ``--train-patch``). Inference extras: the parameters of the
+student an IBSD run saves (``net_g``) and of its ONNX export (``ibsd.export``) against the plain
+network's; 0 when they are equal. SwinIR (BasicSR's lightweight x4) is a reference without IBSD
+nodes; its input is reflect-padded to a multiple of its window (8), as its authors test it.
+
+    python scripts/model_card.py                      # print the table (a few minutes on 2 cores)
+    python scripts/model_card.py --write              # also docs/model_card.md and README's marked block
+    python scripts/model_card.py --runs 2 --train-repeats 1 --students IMDN RFDN
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.util
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+import ibsd  # noqa: F401  (registers the archs, losses and models)
+from basicsr.models import build_model
+from basicsr.utils.registry import ARCH_REGISTRY
+
+REPO = Path(__file__).resolve().parents[1]
+START, END = '<!-- model-card:start -->', '<!-- model-card:end -->'
+LR_SIZE = (180, 320)
+"""Height and width of the LR input: 1280x720 output at x4, the usual setting of lightweight SR papers."""
+ITER = 1000
+
+
+def load_benchmark():
+    """``scripts/benchmark_ibsd_step.py`` as a module (its options, model building and timer)."""
+    spec = importlib.util.spec_from_file_location('benchmark_ibsd_step', Path(__file__).with_name(
+        'benchmark_ibsd_step.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@dataclass
+class StudentSpec:
+    """A network in the configuration the card reports."""
+
+    label: str
+    network: dict
+    note: str = ''
+    scale: int = 4
+    pad_to: int = 1
+    """Reflect-pad inputs to a multiple of this (window archs without their own padding)."""
+    ibsd: bool = True
+    """Whether IBSD's columns apply (the arch declares default nodes)."""
+
+
+def paper_students() -> list[StudentSpec]:
+    """The built-in students in their papers' x4 configurations, and SwinIR-light as a reference."""
+    return [
+        StudentSpec('IMDN', {'type': 'IMDN', 'num_feat': 64, 'num_block': 6, 'upscale': 4},
+                    '64 channels, 6 blocks (official `IMDN_x4.pth`)'),
+        StudentSpec('RFDN', {'type': 'RFDN', 'num_feat': 50, 'num_block': 4, 'upscale': 4, 'attention': 'esa'},
+                    '50 channels, 4 blocks, ESA (official `RFDN_AIM.pth`)'),
+        StudentSpec('RFDN (IBSD variant)', {'type': 'RFDN', 'num_feat': 48, 'num_block': 6, 'upscale': 4,
+                                            'attention': 'cca'}, '48 channels, 6 blocks, CCA (shipped YAMLs)'),
+        StudentSpec('OmniSR', {'type': 'OmniSR', 'num_feat': 64, 'res_num': 5, 'block_num': 1, 'upsampling': 4,
+                               'window_size': 8, 'pe': True}, '64 channels, 5 groups, window 8'),
+        StudentSpec('HGSR_MHR', {'type': 'HGSR_MHR', 'upscale': 4}, 'CDC, 6 hourglasses (not lightweight)'),
+        StudentSpec('SwinIR-light', {
+            'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 64, 'window_size': 8, 'img_range': 1.,
+            'depths': [6, 6, 6, 6], 'embed_dim': 60, 'num_heads': [6, 6, 6, 6], 'mlp_ratio': 2,
+            'upsampler': 'pixelshuffledirect', 'resi_connection': '1conv'}, "BasicSR's SwinIR, lightweight; reference",
+            pad_to=8, ibsd=False),
+    ]
+
+
+def build_network(spec: StudentSpec) -> nn.Module:
+    options = dict(spec.network)
+    return ARCH_REGISTRY.get(options.pop('type'))(**options).eval()
+
+
+class Padded(nn.Module):
+    """Reflect-pads the input to a multiple of ``multiple`` and crops the output back."""
+
+    def __init__(self, net: nn.Module, multiple: int):
+        super().__init__()
+        self.net, self.multiple = net, multiple
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[2:]
+        out = self.net(F.pad(x, (0, -width % self.multiple, 0, -height % self.multiple), mode='reflect'))
+        scale = out.shape[2] // (height + -height % self.multiple)
+        return out[..., :height * scale, :width * scale]
+
+
+@dataclass
+class Settings:
+    lr_size: tuple[int, int] = LR_SIZE
+    runs: int = 3
+    latency_budget: float = 20.
+    train_batch: int = 4
+    train_patch: int = 32
+    train_repeats: int = 2
+    export_check: bool = True
+
+
+@dataclass
+class Row:
+    label: str
+    note: str
+    parameters: int
+    macs: float
+    latency: list[float]
+    estimator: int | None = None
+    step_ratio: float | None = None
+    step_times: tuple[float, float] | None = None
+    inference_extra: int | None = None
+    remarks: list[str] = field(default_factory=list)
+
+
+def count_macs(net: nn.Module, x: torch.Tensor) -> float:
+    """Multiply-accumulates of one forward pass (FlopCounterMode counts 2 FLOPs per MAC)."""
+    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
+        net(x)
+    return counter.get_total_flops() / 2
+
+
+def latency(net: nn.Module, x: torch.Tensor, runs: int, budget: float) -> list[float]:
+    """Seconds of up to ``runs`` forward passes, fewer (at least one) once they took ``budget`` seconds
+    (the MAC count ran one pass before, as warm-up)."""
+    times = []
+    while len(times) < runs and (not times or sum(times) < budget):
+        start = time.perf_counter()
+        with torch.inference_mode():
+            net(x)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def ibsd_models(spec: StudentSpec, settings: Settings, folder: str):
+    """A plain SRModel and an IBSDModel of the student, fed one batch, as the step benchmark builds them."""
+    bench = load_benchmark()
+    scale = spec.scale
+    args = argparse.Namespace(arch=spec.network['type'], scale=scale, amp=None, club='full', device='cpu',
+                              patch=settings.train_patch)
+    generator = torch.Generator().manual_seed(0)
+    patch, hr = settings.train_patch, settings.train_patch * scale
+    batch = {'lq': torch.rand(settings.train_batch, 3, patch, patch, generator=generator),
+             'gt': torch.rand(settings.train_batch, 3, hr, hr, generator=generator)}
+    models = []
+    for model_type in ('SRModel', 'IBSDModel'):
+        opt = bench.options(model_type, folder, args)
+        opt['network_g'] = dict(spec.network)
+        model = build_model(opt)
+        model.feed_data(batch)
+        models.append(model)
+    plain, model = models
+    model.soft_target.set_snapshot(model.get_bare_model(model.net_g).state_dict(), 0)  # a teacher exists
+    return plain, model
+
+
+def training_extras(spec: StudentSpec, settings: Settings, row: Row, net: nn.Module) -> None:
+    """Estimator parameters, IBSD step / plain step, and the parameters an IBSD run saves."""
+    with tempfile.TemporaryDirectory() as folder:
+        plain, model = ibsd_models(spec, settings, folder)
+        row.estimator = sum(p.numel() for p in model.net_est.parameters())
+        saved = sum(p.numel() for p in model.get_bare_model(model.net_g).state_dict().values())
+        row.inference_extra = saved - sum(p.numel() for p in net.state_dict().values())
+        steps = {'plain': lambda: plain.optimize_parameters(ITER), 'ibsd': lambda: model.optimize_parameters(ITER)}
+        for work in steps.values():  # warm-up
+            work()
+        samples = {name: [] for name in steps}
+        for _ in range(settings.train_repeats):  # interleaved, as in the step benchmark
+            for name, work in steps.items():
+                start = time.perf_counter()
+                work()
+                samples[name].append(time.perf_counter() - start)
+    plain_time, ibsd_time = (statistics.median(samples[name]) for name in ('plain', 'ibsd'))
+    row.step_times = (plain_time, ibsd_time)
+    row.step_ratio = ibsd_time / plain_time
+
+
+def export_extra(net: nn.Module, row: Row) -> None:
+    """Values in the student's ONNX export that are not its own parameters or buffers (must be 0).
+
+    Exported without the exporter's optimiser, so that each parameter is stored under its name.
+    """
+    try:
+        from ibsd import export
+        export.require_onnx()
+    except Exception as error:
+        row.remarks.append(f'ONNX check skipped ({error})')
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        done = export.export_onnx(net, export.example_input(), Path(folder) / 'student.onnx', optimize=False)
+        weights = export.graph_weights(done.path, net)
+    if weights.unused:
+        row.remarks.append(f'{weights.unused:,} parameters unused by the graph')
+    row.inference_extra = (row.inference_extra or 0) + weights.extra
+
+
+def measure(spec: StudentSpec, settings: Settings, log: Callable[[str], None] = lambda message: None) -> Row:
+    """One row of the card."""
+    net = build_network(spec)
+    runnable = Padded(net, spec.pad_to) if spec.pad_to > 1 else net
+    x = torch.rand(1, 3, *settings.lr_size, generator=torch.Generator().manual_seed(0))
+    log(f'{spec.label}: MACs and latency')
+    macs = count_macs(runnable, x)
+    row = Row(spec.label, spec.note, sum(p.numel() for p in net.parameters()), macs,
+              latency(runnable, x, settings.runs, settings.latency_budget))
+    if spec.pad_to > 1:
+        height, width = settings.lr_size
+        row.remarks.append(f'input padded to {width + -width % spec.pad_to}x{height + -height % spec.pad_to}')
+    if spec.ibsd:
+        log(f'{spec.label}: IBSD training step')
+        training_extras(spec, settings, row, net)
+        if settings.export_check:
+            log(f'{spec.label}: ONNX export')
+            export_extra(net, row)
+    return row
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'):
+                return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def header(settings: Settings) -> list[str]:
+    height, width = settings.lr_size
+    return [
+        f'Measured {datetime.date.today().isoformat()} with torch {torch.__version__} on {cpu_model()}, '
+        f'{torch.get_num_threads()} threads (`python scripts/model_card.py`).',
+        '',
+        f'- MACs and latency: one {width}x{height} LR image, x4 ({width * 4}x{height * 4} output), batch 1, float32; '
+        f'MACs count convolutions and matrix products; latency is the median of {settings.runs} forward passes after '
+        f'one warm-up pass (fewer, as noted, once they took {settings.latency_budget:g} s).',
+        f'- IBSD columns (training only): estimator parameters for the student\'s default nodes, and the median time '
+        f'of an IBSD training step over a plain L1 step (batch {settings.train_batch}, LR patch '
+        f'{settings.train_patch}, every IBSD term on, {settings.train_repeats} interleaved repeats). Inference '
+        'extras: parameters of the saved IBSD student and of its ONNX export beyond the plain network\'s.',
+        '',
+    ]
+
+
+def table(rows: list[Row], settings: Settings) -> str:
+    lines = header(settings) + [
+        '| student (x4) | configuration | parameters | MACs (G) | CPU latency (s) | IBSD estimator parameters '
+        '(training only) | IBSD step / L1 step (training only) | inference extras |',
+        '|---|---|---:|---:|---:|---:|---:|---:|']
+    for row in rows:
+        estimator = f'{row.estimator:,}' if row.estimator is not None else '—'
+        step = (f'{row.step_ratio:.2f} ({row.step_times[1]:.3f} s / {row.step_times[0]:.3f} s)'
+                if row.step_ratio is not None else '—')
+        extra = '—' if row.inference_extra is None else f'{row.inference_extra:,}'
+        remark = f' ({"; ".join(row.remarks)})' if row.remarks else ''
+        runs = f' ({len(row.latency)} run{"s" if len(row.latency) > 1 else ""})' \
+            if len(row.latency) < settings.runs else ''
+        lines.append(f'| {row.label} | {row.note}{remark} | {row.parameters:,} | {row.macs / 1e9:.1f} | '
+                     f'{statistics.median(row.latency):.3f}{runs} | '
+                     f'{estimator} | {step} | {extra} |')
+    return '\n'.join(lines) + '\n'
+
+
+def replace_block(text: str, block: str) -> str:
+    """``text`` with what lies between the model-card markers replaced by ``block``."""
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f'no {START} ... {END} block')
+    return text[:start + len(START)] + '\n' + block + text[end:]
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--students', nargs='+', metavar='NAME',
+                        help='labels or arch types to measure (default: all registered ones)')
+    parser.add_argument('--runs', type=int, default=Settings.runs, help='timed forward passes per student')
+    parser.add_argument('--latency-budget', type=float, default=Settings.latency_budget,
+                        help='stop timing a student\'s forward passes after this many seconds (at least one pass)')
+    parser.add_argument('--train-repeats', type=int, default=Settings.train_repeats,
+                        help='timed IBSD and plain training steps per student')
+    parser.add_argument('--train-batch', type=int, default=Settings.train_batch)
+    parser.add_argument('--train-patch', type=int, default=Settings.train_patch, help='LR patch size')
+    parser.add_argument('--threads', type=int, help='CPU threads (default: as torch chooses)')
+    parser.add_argument('--no-export-check', action='store_true', help='skip the ONNX export check')
+    parser.add_argument('--write', action='store_true',
+                        help=f'also write docs/model_card.md and replace the block between {START} and {END} in '
+                        'the README, if it has one')
+    parser.add_argument('--readme', default=str(REPO / 'README.md'), help='README to update with --write')
+    args = parser.parse_args(argv)
+    for name in ('runs', 'train_repeats', 'train_batch', 'train_patch'):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    settings = Settings(runs=args.runs, latency_budget=args.latency_budget, train_batch=args.train_batch,
+                        train_patch=args.train_patch, train_repeats=args.train_repeats,
+                        export_check=not args.no_export_check)
+    specs = paper_students()
+    if args.students:
+        wanted = set(args.students)
+        unknown = wanted - {s.label for s in specs} - {s.network['type'] for s in specs}
+        if unknown:
+            print(f'model_card: unknown students {sorted(unknown)}; known: {[s.label for s in specs]}',
+                  file=sys.stderr)
+            return 2
+        specs = [s for s in specs if s.label in wanted or s.network['type'] in wanted]
+    absent = [s.label for s in specs if s.network['type'] not in ARCH_REGISTRY]
+    if absent:
+        print(f'model_card: not in this version, left out: {", ".join(absent)}', file=sys.stderr)
+
+    def log(message: str) -> None:
+        print(f'model_card: {message}', file=sys.stderr, flush=True)
+
+    start = time.perf_counter()
+    rows = [measure(spec, settings, log) for spec in specs if spec.network['type'] in ARCH_REGISTRY]
+    card = table(rows, settings)
+    print(card, end='')
+    log(f'done in {time.perf_counter() - start:.0f} s')
+    if args.write:
+        target = REPO / 'docs' / 'model_card.md'
+        target.parent.mkdir(exist_ok=True)
+        target.write_text('# Model card\n\n' + card)
+        log(f'wrote {target}')
+        readme = Path(args.readme)
+        try:
+            readme.write_text(replace_block(readme.read_text(), card))
+            log(f'updated the model card block in {readme}')
+        except (OSError, ValueError) as error:
+            log(f'{readme} left as it is: {error}')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
