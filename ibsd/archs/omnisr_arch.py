@@ -286,11 +286,12 @@ class OmniSR(nn.Module):
 
     Official configuration (the defaults): ``num_feat=64, res_num=5, block_num=1, bias=True,
     window_size=8, pe=True``; 784,604 / 793,259 / 805,376 parameters at ``upsampling`` 2 / 3 / 4
-    (the paper's 772K / 780K / 792K leave out the 12,880 weights of the relative position
-    tables, the channel layer norms and the attention temperatures).
+    (the paper's 772K / 780K / 792K are these counts less the 12,880 weights of the relative
+    position tables, the channel layer norms and the attention temperatures, which thop, the
+    official trainer's counter, skips).
 
-    Every map inside is at least 15 px on each side after padding (the ESA's max-pool), so at
-    ``window_size=8`` inputs must be at least 9 px.
+    The ESA's max-pool needs maps of at least 15 px a side after padding, so at ``window_size=8``
+    inputs must be at least 9 px.
 
     Args:
         num_in_ch: Input channels. Default: 3.
