@@ -39,7 +39,7 @@ from ibsd.models.tiling import tiled_forward
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
 COMPARE_SUFFIX = 'compare'
-SCALE_KEYWORDS = ('upscale', 'scale', 'upscale_factor')
+SCALE_KEYWORDS = ('upscale', 'scale', 'upscale_factor', 'upsampling')
 """Constructor keywords through which archs take their scale (IMDN/RFDN: ``upscale``; RRDBNet: ``scale``)."""
 AUTO_TILE_PIXELS = 512 * 512
 """``--tile auto`` runs network inputs up to this many pixels whole (IMDN x4 on the CPU: about 1.3 GiB)."""

@@ -97,3 +97,23 @@ def test_tiled_sr_model_tables_record_whole_images_or_the_tile_size(tmp_path, lo
     assert whole[0] == tiled[0] == 'image,psnr,tile' and len(whole) == 4
     assert [row.split(',')[-1] for row in whole[1:]] == ['whole'] * 3 and 'Inference: whole images.' in whole_md
     assert [row.split(',')[-1] for row in tiled[1:]] == ['12 pad 8'] * 3 and 'tiles of 12 LR pixels' in tiled_md
+
+
+def test_swinir_is_evaluated_on_inputs_padded_to_its_window():
+    from basicsr.archs.swinir_arch import SwinIR
+
+    from ibsd.models.tiled_sr_model import padded_to_multiple, window_multiple
+
+    def strict_net(x):
+        assert x.shape[2] % 8 == 0 and x.shape[3] % 8 == 0, tuple(x.shape)
+        return torch.nn.functional.interpolate(x, scale_factor=2, mode='nearest')
+
+    lq = torch.rand(1, 3, 23, 30)
+    out = padded_to_multiple(strict_net, 8)(lq)
+    assert torch.equal(out, torch.nn.functional.interpolate(lq, scale_factor=2, mode='nearest'))
+    assert padded_to_multiple(strict_net, 8)(torch.rand(1, 3, 5, 3)).shape[2:] == (10, 6)  # too small to reflect
+    swinir = SwinIR(upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[2],
+                    mlp_ratio=1, upsampler='pixelshuffledirect')
+    assert window_multiple(swinir) == 4 and window_multiple(torch.nn.Conv2d(3, 3, 1)) is None
+    with torch.no_grad():
+        assert padded_to_multiple(swinir, 4)(torch.rand(1, 3, 13, 10)).shape[2:] == (26, 20)

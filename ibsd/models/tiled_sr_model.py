@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import contextlib
 from os import path as osp
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
 
 from basicsr.models import sr_model
 from basicsr.models.sr_model import SRModel
@@ -29,6 +33,26 @@ def tile_options(opt: dict) -> tuple[int, int] | None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise OptionError(f'tile: {key} must be an integer (tile_size null: whole images), got {value!r}')
     return size, pad
+
+
+def window_multiple(net: torch.nn.Module) -> int | None:
+    """The side multiple an arch needs but does not pad to itself (BasicSR's SwinIR: its window size)."""
+    from basicsr.archs.swinir_arch import SwinIR, SwinTransformerBlock
+    if not isinstance(net, SwinIR):
+        return None
+    return max(int(m.window_size) for m in net.modules() if isinstance(m, SwinTransformerBlock))
+
+
+def padded_to_multiple(net: Callable[[torch.Tensor], torch.Tensor], multiple: int):
+    """``net`` on inputs reflect-padded at the bottom and right to a multiple of ``multiple``, output cropped."""
+    def run(lq: torch.Tensor) -> torch.Tensor:
+        height, width = lq.shape[2:]
+        pad_h, pad_w = -height % multiple, -width % multiple
+        mode = 'reflect' if pad_h < height and pad_w < width else 'replicate'
+        out = net(F.pad(lq, (0, pad_w, 0, pad_h), mode=mode))
+        scale = out.shape[2] // (height + pad_h)
+        return out[:, :, :height * scale, :width * scale]
+    return run
 
 
 @MODEL_REGISTRY.register()
@@ -72,10 +96,13 @@ class TiledSRModel(SRModel):
 
     def test(self):
         tiling = tile_options(self.opt)
-        if tiling is None:
-            return super().test()
         net = getattr(self, 'net_g_ema', self.net_g)
+        multiple = window_multiple(self.get_bare_model(net))
+        if tiling is None and multiple is None:
+            return super().test()
         was_training = net.training
         net.eval()
-        self.output = tiled_forward(net, self.lq, *tiling)
+        run = padded_to_multiple(net, multiple) if multiple else net
+        with torch.no_grad():
+            self.output = tiled_forward(run, self.lq, *tiling) if tiling else run(self.lq)
         net.train(was_training)
