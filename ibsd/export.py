@@ -24,7 +24,9 @@ export fails, with exit status 1 and nothing written. Errors are one line ``ibsd
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import logging
 import math
 import os
 import re
@@ -33,7 +35,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -63,9 +65,27 @@ class ExportError(Exception):
     """A problem that ends the run, reported as one line."""
 
 
+ANSI_ESCAPE = re.compile(r'\x1b\[[0-9;]*m')
+
+
 def first_line(error: BaseException) -> str:
-    lines = [line for line in str(error).strip().splitlines() if line.strip()]
+    """The first line of the innermost cause of ``error`` (exporters wrap the real reason)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    lines = [line for line in ANSI_ESCAPE.sub('', str(error)).strip().splitlines() if line.strip()]
     return lines[0].strip() if lines else type(error).__name__
+
+
+@contextlib.contextmanager
+def quiet_logging() -> Iterator[None]:
+    """No log records while an exporter runs: torch.export and the symbolic-shape machinery log failed
+    attempts at length, and a failed attempt is reported here in one line instead."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
 
 
 # ----------------------------------------------------------------------------- command line
@@ -102,6 +122,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--fp16-atol', type=float, default=DEFAULT_FP16_ATOL,
                         help=f'the same for the float16 ONNX file (default: {DEFAULT_FP16_ATOL:g})')
     parser.add_argument('--seed', type=int, default=0, help='seed of the synthetic crops (default: 0)')
+    parser.add_argument('--size-multiple', type=int, default=1, metavar='N',
+                        help='for a network that takes only sides that are multiples of N (BasicSR\'s SwinIR: its '
+                        'window size): the tracing input and the verification crops are made so (default: 1)')
     parser.add_argument('--no-verify', action='store_true', help='write the files without checking them')
     args = parser.parse_args(argv)
     if not args.opt and not args.arch:
@@ -112,6 +135,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f'--opset must be >= 7, got {args.opset}')
     if args.verify_size < 16:
         parser.error(f'--verify-size must be >= 16, got {args.verify_size}')
+    if not 1 <= args.size_multiple <= 64:
+        parser.error(f'--size-multiple must be between 1 and 64, got {args.size_multiple}')
     for name in ('atol', 'fp16_atol'):
         value = getattr(args, name)
         if not math.isfinite(value) or value < 0:
@@ -176,8 +201,15 @@ def load_student(args: argparse.Namespace, log: Callable[[str], None]) -> Studen
     return Student(net, name, out.shape[-1] // 24, sum(p.numel() for p in net.parameters()))
 
 
-def example_input(dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    return torch.rand(*EXAMPLE_SHAPE, generator=torch.Generator().manual_seed(0)).to(dtype)
+def round_up(value: int, multiple: int) -> int:
+    return -(-value // multiple) * multiple
+
+
+def example_input(dtype: torch.dtype = torch.float32, multiple: int = 1) -> torch.Tensor:
+    """The tracing input, :data:`EXAMPLE_SHAPE` with its sides rounded up to ``multiple``."""
+    batch, channels, height, width = EXAMPLE_SHAPE
+    shape = (batch, channels, round_up(height, multiple), round_up(width, multiple))
+    return torch.rand(*shape, generator=torch.Generator().manual_seed(0)).to(dtype)
 
 
 # ----------------------------------------------------------------------------- export
@@ -226,7 +258,7 @@ def name_dynamic_axes(path: Path) -> None:
 def export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None,
                   optimize: bool = True) -> Exported:
     dynamic = {axis: torch.export.Dim.DYNAMIC for axis in AXES}
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, quiet_logging():
         warnings.simplefilter('always')
         torch.onnx.export(net, (example,), str(path), dynamo=True, dynamic_shapes=(dynamic,),
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset,
@@ -238,7 +270,7 @@ def export_dynamo(net: nn.Module, example: torch.Tensor, path: Path, opset: int 
 def export_torchscript_onnx(net: nn.Module, example: torch.Tensor, path: Path, opset: int | None,
                             optimize: bool = True) -> Exported:
     axes = {INPUT_NAME: AXES, OUTPUT_NAME: {0: 'batch', 2: 'out_height', 3: 'out_width'}}
-    with warnings.catch_warnings(record=True) as caught:
+    with warnings.catch_warnings(record=True) as caught, quiet_logging():
         warnings.simplefilter('always')
         torch.onnx.export(net, (example,), str(path), dynamo=False, dynamic_axes=axes, input_names=[INPUT_NAME],
                           output_names=[OUTPUT_NAME], opset_version=opset, do_constant_folding=optimize)
@@ -323,13 +355,15 @@ def graph_weights(path: Path, net: nn.Module) -> GraphWeights:
 
 
 # ----------------------------------------------------------------------------- verification
-def synthetic_inputs(seed: int) -> list[tuple[str, torch.Tensor]]:
-    """Two crops of a smooth test scene with noise: one of 48x64, one of a random size."""
+def synthetic_inputs(seed: int, multiple: int = 1) -> list[tuple[str, torch.Tensor]]:
+    """Two crops of a smooth test scene with noise: one of 48x64, one of a random size (sides rounded
+    up to ``multiple``)."""
     generator = torch.Generator().manual_seed(seed)
-    scene = probe_pattern(2 * SYNTHETIC_SIDES[1])
-    scene = (scene + 0.03 * torch.randn(scene.shape, generator=generator)).clamp(0, 1)
     low, high = SYNTHETIC_SIDES
+    scene = probe_pattern(2 * round_up(high, multiple))
+    scene = (scene + 0.03 * torch.randn(scene.shape, generator=generator)).clamp(0, 1)
     sizes = [(48, 64), tuple(int(v) for v in torch.randint(low, high + 1, (2,), generator=generator))]
+    sizes = [(round_up(height, multiple), round_up(width, multiple)) for height, width in sizes]
     crops = []
     for height, width in sizes:
         top = int(torch.randint(0, scene.shape[2] - height + 1, (1,), generator=generator))
@@ -338,8 +372,9 @@ def synthetic_inputs(seed: int) -> list[tuple[str, torch.Tensor]]:
     return crops
 
 
-def image_inputs(path: str, size: int) -> list[tuple[str, torch.Tensor]]:
-    """Centre crops of at most ``size`` x ``size`` pixels of the images at ``path`` (file or folder)."""
+def image_inputs(path: str, size: int, multiple: int = 1) -> list[tuple[str, torch.Tensor]]:
+    """Centre crops of at most ``size`` x ``size`` pixels of the images at ``path`` (file or folder),
+    their sides rounded down to ``multiple``."""
     try:
         images, _ = list_images(Path(path))
     except InferError as error:
@@ -353,8 +388,12 @@ def image_inputs(path: str, size: int) -> list[tuple[str, torch.Tensor]]:
         except (OSError, ValueError) as error:
             raise ExportError(f'--verify-images: cannot read {image}: {error}') from error
         height, width = rgb.shape[:2]
-        top, left = max(0, (height - size) // 2), max(0, (width - size) // 2)
-        crop = rgb[top:top + size, left:left + size]
+        crop_height, crop_width = (min(side, size) // multiple * multiple for side in (height, width))
+        if not crop_height or not crop_width:
+            raise ExportError(f'--verify-images: {image} ({width}x{height}) is smaller than --size-multiple '
+                              f'{multiple}')
+        top, left = (height - crop_height) // 2, (width - crop_width) // 2
+        crop = rgb[top:top + crop_height, left:left + crop_width]
         tensor = torch.from_numpy(np.ascontiguousarray(crop)).permute(2, 0, 1)[None]
         inputs.append((f'{image.name} {crop.shape[1]}x{crop.shape[0]}', tensor))
     return inputs
@@ -434,8 +473,15 @@ def max_abs_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def verify(net: nn.Module, checks: list[Check], inputs: list[tuple[str, torch.Tensor]]) -> None:
     """Fill each check's per-input differences to ``net``'s float32 output (or its error)."""
-    with torch.no_grad():
-        references = [net(x) for _, x in inputs]
+    references = []
+    for label, x in inputs:
+        try:
+            with torch.no_grad():
+                references.append(net(x))
+        except Exception as error:
+            raise ExportError(f'the PyTorch network itself fails on {label} ({tuple(x.shape)}): {first_line(error)}; '
+                              f'if it takes only sides that are multiples of N pixels, give --size-multiple N') \
+                from error
     for check in checks:
         try:
             runner = check.make_runner(check.path)
@@ -502,8 +548,8 @@ def run(args: argparse.Namespace) -> int:
     require_onnx()
     inputs = None
     if not args.no_verify:
-        inputs = with_batch(image_inputs(args.verify_images, args.verify_size) if args.verify_images
-                            else synthetic_inputs(args.seed))
+        inputs = with_batch(image_inputs(args.verify_images, args.verify_size, args.size_multiple)
+                            if args.verify_images else synthetic_inputs(args.seed, args.size_multiple))
     student = load_student(args, log)
     files = targets(args)
     folder = files.onnx.parent
@@ -524,15 +570,17 @@ def export_all(student: Student, files: Targets, work: Path, inputs: list | None
                log: Callable[[str], None]) -> int:
     """Export into ``work``, verify, then move the files to their places."""
     print(f'ibsd-export: {student.name} x{student.scale} from {args.model_path} ({student.parameters:,} parameters)')
-    done = [export_onnx(student.net, example_input(), work / files.onnx.name, args.exporter, args.opset)]
+    multiple = args.size_multiple
+    done = [export_onnx(student.net, example_input(multiple=multiple), work / files.onnx.name, args.exporter,
+                        args.opset)]
     checks = [Check('ONNX', done[0].path, onnx_runner, args.atol)]
     if files.fp16 is not None:
         half = copy.deepcopy(student.net).half()
-        done.append(export_onnx(half, example_input(torch.float16), work / files.fp16.name, args.exporter,
-                                args.opset))
+        done.append(export_onnx(half, example_input(torch.float16, multiple), work / files.fp16.name,
+                                args.exporter, args.opset))
         checks.append(Check('ONNX fp16', done[-1].path, onnx_runner, args.fp16_atol))
     if files.torchscript is not None:
-        done.append(export_torchscript(student.net, example_input(), work / files.torchscript.name))
+        done.append(export_torchscript(student.net, example_input(multiple=multiple), work / files.torchscript.name))
         checks.append(Check('TorchScript', done[-1].path, torchscript_runner, args.atol))
     for item in done:
         for note in item.notes:

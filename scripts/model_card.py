@@ -4,12 +4,13 @@ For each student in its paper configuration (x4), on a 320x180 LR input (1280x72
 parameters; multiply-accumulates (MACs, in G: convolutions and matrix products, counted with
 ``torch.utils.flop_counter.FlopCounterMode``, which counts 2 FLOPs per MAC); CPU latency (median
 of ``--runs`` forwards at batch 1 after one warm-up forward). Then IBSD's training-only extras:
-the estimator's parameters (``IBSDModel`` built for the student's default nodes) and the time of
-one IBSD training step against a plain L1 step (``scripts/benchmark_ibsd_step.py``'s settings,
-every IBSD term on; ``--train-batch``, ``--train-patch``). Inference extras: the parameters of the
-student an IBSD run saves (``net_g``) and of its ONNX export (``ibsd.export``) against the plain
-network's; 0 when they are equal. SwinIR (BasicSR's lightweight x4) is a reference without IBSD
-nodes; its input is reflect-padded to a multiple of its window (8), as its authors test it.
+the estimator's parameters (``IBSDModel`` built for the student's default nodes; for BasicSR's
+SwinIR-light, which declares none, the nodes of the shipped YAML) and the time of one IBSD
+training step against a plain L1 step (``scripts/benchmark_ibsd_step.py``'s settings, every IBSD
+term on; ``--train-batch``, ``--train-patch``). Inference extras: values in the student an IBSD
+run saves (``net_g``) and in its ONNX export (``ibsd.export``, unoptimised so that every weight
+keeps its name) beyond the plain network's parameters and buffers; 0 when there are none.
+SwinIR has no padding of its own: its input is reflect-padded to a multiple of its window (8).
 
     python scripts/model_card.py                      # print the table (a few minutes on 2 cores)
     python scripts/model_card.py --write              # also docs/model_card.md and README's marked block
@@ -31,6 +32,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -64,12 +66,24 @@ class StudentSpec:
     scale: int = 4
     pad_to: int = 1
     """Reflect-pad inputs to a multiple of this (window archs without their own padding)."""
+    nodes: list[str] | None = None
+    """IBSD nodes for an arch that declares none (``train: ibsd: nodes``)."""
     ibsd: bool = True
-    """Whether IBSD's columns apply (the arch declares default nodes)."""
+    """Whether IBSD's columns apply."""
+
+
+def shipped_nodes(name: str) -> list[str] | None:
+    """``train: ibsd: nodes`` of a shipped YAML in ``options/train/IBSD``, ``None`` if it is absent."""
+    path = REPO / 'options' / 'train' / 'IBSD' / name
+    if not path.is_file():
+        return None
+    nodes = ((yaml.safe_load(path.read_text()) or {}).get('train') or {}).get('ibsd', {}).get('nodes')
+    return list(nodes) if nodes else None
 
 
 def paper_students() -> list[StudentSpec]:
-    """The built-in students in their papers' x4 configurations, and SwinIR-light as a reference."""
+    """The built-in students in their papers' x4 configurations, and BasicSR's SwinIR-light."""
+    swinir_nodes = shipped_nodes('train_ibsd_swinir_light_x4_drealsr.yml')
     return [
         StudentSpec('IMDN', {'type': 'IMDN', 'num_feat': 64, 'num_block': 6, 'upscale': 4},
                     '64 channels, 6 blocks (official `IMDN_x4.pth`)'),
@@ -83,8 +97,8 @@ def paper_students() -> list[StudentSpec]:
         StudentSpec('SwinIR-light', {
             'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 64, 'window_size': 8, 'img_range': 1.,
             'depths': [6, 6, 6, 6], 'embed_dim': 60, 'num_heads': [6, 6, 6, 6], 'mlp_ratio': 2,
-            'upsampler': 'pixelshuffledirect', 'resi_connection': '1conv'}, "BasicSR's SwinIR, lightweight; reference",
-            pad_to=8, ibsd=False),
+            'upsampler': 'pixelshuffledirect', 'resi_connection': '1conv'}, "BasicSR's SwinIR, lightweight",
+            pad_to=8, nodes=swinir_nodes, ibsd=swinir_nodes is not None),
     ]
 
 
@@ -165,6 +179,8 @@ def ibsd_models(spec: StudentSpec, settings: Settings, folder: str):
     for model_type in ('SRModel', 'IBSDModel'):
         opt = bench.options(model_type, folder, args)
         opt['network_g'] = dict(spec.network)
+        if spec.nodes:
+            opt['train']['ibsd'] = {'nodes': list(spec.nodes)}
         model = build_model(opt)
         model.feed_data(batch)
         models.append(model)

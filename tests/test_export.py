@@ -32,6 +32,7 @@ STUDENTS = {
     'IMDN_AS': ({'num_feat': 16, 'num_block': 2}, 1),
     'RFDN': ({'num_feat': 16, 'num_block': 2, 'upscale': 2}, 2),
     'RFDN-cca-shared': ({'num_feat': 12, 'num_block': 5, 'upscale': 4, 'attention': 'cca', 'share_block4': True}, 4),
+    'OmniSR': ({'num_feat': 8, 'res_num': 1, 'upsampling': 2}, 2),
 }
 """Tiny configurations of the built-in students (the RFDN variant of the IBSD authors with its block reuse)."""
 SIZES = [(1, 32, 40), (2, 27, 45)]
@@ -184,6 +185,24 @@ def test_same_size_network_with_a_scale_exports_the_bicubic_upscale(tmp_path, ca
     assert got.shape == (1, 3, 42, 52) and np.abs(got - expected).max() < 1e-4
 
 
+class Windows(torch.nn.Module):
+    """A network that takes only sides that are multiples of 8 (as BasicSR's SwinIR)."""
+
+    def forward(self, x):
+        batch, channels, height, width = x.shape
+        return x.view(batch, channels, height // 8, 8, width // 8, 8).flip(3).reshape(x.shape)
+
+
+def test_size_multiple(tmp_path):
+    assert export.example_input(multiple=8).shape[2:] == (56, 48)
+    crops = export.synthetic_inputs(0, 8)
+    assert all(x.shape[2] % 8 == 0 and x.shape[3] % 8 == 0 for _, x in crops)
+    assert [x.shape for _, x in export.synthetic_inputs(0)][0] == (1, 3, 48, 64)
+    with pytest.raises(export.ExportError, match=r'itself fails on synthetic .*give --size-multiple N'):
+        export.verify(Windows(), [], export.synthetic_inputs(0))
+    export.verify(Windows(), [], crops)
+
+
 def test_broken_comparison_fails(tmp_path):
     """The check compares with the network it was given: the export of a slightly different one fails."""
     net = tiny('IMDN')
@@ -230,6 +249,8 @@ def test_real_images_verify(tmp_path, capsys):
     assert len(rows) == 6  # five images and a batch of two
     assert 'babyx4.bmp 40x40' in out and 'womanx4.bmp 40x40' in out
     assert all(float(row.split()[-1]) < 1e-4 for row in rows)
+    inputs = export.image_inputs(str(folder), 100, 8)  # --size-multiple 8: sides rounded down to multiples of 8
+    assert [tuple(x.shape[2:]) for _, x in inputs] == [(96, 96), (72, 72), (64, 64), (64, 64), (80, 56)]
 
 
 @pytest.mark.slow
