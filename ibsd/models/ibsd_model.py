@@ -30,6 +30,7 @@ from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ibsd.compat import sampling_record, state_epoch, write_atomically
+from ibsd.models.component_outputs import ComponentOutputs
 from ibsd.models.divergence_guard import DEFAULT_MAX_BAD_STEPS, DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
 from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms
@@ -173,6 +174,8 @@ class IBSDModel(TiledSRModel):
         max_bad_steps = DEFAULT_MAX_BAD_STEPS if max_bad_steps is None else int(max_bad_steps)
         self.guard = DivergenceGuard(max_bad_steps, bool(self.opt['dist']))
         super().init_training_settings()
+        # CDC-style pixel losses also get the student's component images (read with forward hooks)
+        self.components = ComponentOutputs.for_loss(self.get_bare_model(self.net_g), self.cri_pix)
         get_root_logger().info(describe_terms(self.opt, self.node_recorder.nodes if self.net_est is not None else None))
 
     # ----------------------------------------------------------------------------- set-up
@@ -283,7 +286,7 @@ class IBSDModel(TiledSRModel):
 
     def _student_forward(self) -> list[torch.Tensor] | None:
         """Run the student on the batch (``self.output``); its nodes when the MI term is on."""
-        with self.autocast():
+        with self.autocast(), self.components.record():
             if self.net_est is None:
                 self.output = self.net_g(self.lq)
                 return None
@@ -303,7 +306,7 @@ class IBSDModel(TiledSRModel):
 
         l_total = 0
         if self.cri_pix:
-            loss_dict['l_pix'] = self.cri_pix(output, self.gt)
+            loss_dict['l_pix'] = self.cri_pix(output, self.gt, **self.components.loss_inputs(output))
             l_total = l_total + loss_dict['l_pix']
         if nodes is not None:
             with self.autocast():
