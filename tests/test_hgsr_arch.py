@@ -243,3 +243,32 @@ def test_onnx_export_with_dynamic_sizes_matches_pytorch(tmp_path):
         got = session.run(None, {'input': x.numpy()})[0]
         assert got.shape == expected.shape
         assert abs(got - expected).max() < 1e-4
+
+
+HGSR_YAMLS = ['train_ibsd_hgsr_x4_drealsr.yml', 'train_baseline_hgsr_x4_drealsr.yml']
+
+
+@pytest.mark.parametrize('name', HGSR_YAMLS)
+def test_shipped_yamls_use_cdcs_network_optimizer_schedule_and_loss(name):
+    """tests/test_options.py builds every train YAML; CDC's settings (not the lightweight students') here."""
+    import yaml
+    from tests.conftest import REPO
+    opt = yaml.safe_load((REPO / 'options' / 'train' / 'IBSD' / name).read_text())
+    assert opt['model_type'] == 'IBSDModel'  # the baseline too: it hands the component images to the loss
+    assert opt['network_g'] == {'type': 'HGSR_MHR', 'in_nc': 3, 'out_nc': 3, 'upscale': 4, 'nf': 64, 'n_HG': 6,
+                                'n_mid': 2, 'n_tail': 2, 'res_type': 'res', 'act_type': 'leakyrelu',
+                                'init_scale': 0.1}
+    train, data = opt['train'], opt['datasets']['train']
+    assert (data['gt_size'], data['batch_size_per_gpu'], data['use_hflip'], data['use_rot']) == (192, 16, True, True)
+    assert train['optim_g'] == {'type': 'Adam', 'lr': 2e-4, 'weight_decay': 0, 'betas': [0.9, 0.999]}
+    assert train['scheduler'] == {'type': 'MultiStepLR', 'milestones': [200000, 400000, 600000, 800000], 'gamma': 0.5}
+    assert train['total_iter'] == 800000 and train['ema_decay'] == 0
+    assert train['pixel_opt'] == {'type': 'CDCComponentLoss', 'loss_weight': 1.0, 'flat_weight': 1.0,
+                                  'edge_weight': 2.0, 'corner_weight': 5.0, 'gw_weight': 1.0}
+    assert all(m['test_y_channel'] and m['crop_border'] == 4 for m in opt['val']['metrics'].values())
+    if 'ibsd' in name:
+        assert train['ibsd']['nodes'] is None  # the arch's default:
+        assert HGSR_MHR(nf=4, n_HG=6, n_mid=0).ibsd_nodes() == ['conv_in', 'HG_1.tail', 'HG_3.tail', 'HG_5']
+        assert train['wavelet_opt']['type'] == 'WaveletHFLoss' and train['mi_opt']['type'] == 'IBCLUBLoss'
+    else:
+        assert not {'ibsd', 'mi_opt', 'wavelet_opt', 'soft_target'} & set(train)
