@@ -89,7 +89,8 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
     digits = {'psnr': 3, 'ssim': 4, 'lpips': 4}
     names = {'psnr': 'Y-PSNR (dB)', 'ssim': 'SSIM', 'lpips': 'LPIPS'}
     lines = [f'# Study {study.name}', '',
-             f'Study file `{study.path.name}`, base `{study.base.name}`, baseline **{study.baseline}**. '
+             f'Study file `{study.path.name}`, base `{study.base.name}`, baseline **{study.baseline}**, '
+             f'evaluated weights: {study.eval_weights} (auto: the EMA student when a run keeps one). '
              f'Whole test images, Y channel, border of `scale` pixels cropped. Mean ± sample std over seeds; '
              f'Δ = variant − {study.baseline} paired by seed (for LPIPS, {study.baseline} − variant: positive '
              'is better); "seeds better" counts seeds with Δ > 0, "images better" images whose Δ averaged over '

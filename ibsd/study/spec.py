@@ -18,6 +18,7 @@ Example (``options/study/*.yml`` hold complete ones)::
     test_sets:
       City100 081-100: {dataroot_gt: datasets/City100/x2/val_HR, dataroot_lq: datasets/City100/x2/val_LR}
     parallel: 2                                           # runs at once (threads split between them)
+    eval_weights: auto                                    # or params / params_ema (auto: EMA when kept)
 
 Relative data and weight paths (``dataroot_*``, ``meta_info_file``, ``pretrain_network_*``) are
 taken from the directory ``ibsd-study`` runs in, as ``ibsd-train`` would.
@@ -36,7 +37,8 @@ import yaml
 from ibsd.models.ibsd_options import IBSD_TRAIN_KEYS, OptionError, as_number, reject_unknown
 
 STUDY_KEYS = {'name', 'base', 'set', 'variants', 'baseline', 'seeds', 'eval_iters', 'test_sets', 'parallel',
-              'threads', 'prepare', 'crop_size'}
+              'threads', 'prepare', 'crop_size', 'eval_weights'}
+EVAL_WEIGHTS = ('auto', 'params', 'params_ema')
 VARIANT_KEYS = {'plain', 'set', 'remove', 'seeds'}
 TEST_SET_KEYS = {'dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file', 'io_backend'}
 PATH_KEYS = re.compile(r'^(dataroot_\w+|meta_info_file|pretrain_network_\w+)$')
@@ -77,6 +79,7 @@ class Study:
     threads: int | None
     prepare: list[list[str]]
     crop_size: int
+    eval_weights: str = 'auto'
 
     @property
     def runs(self) -> list[Run]:
@@ -156,6 +159,9 @@ def load_study(path: str | Path) -> Study:
     if not isinstance(prepare, list) or not all(isinstance(c, list) and c for c in prepare):
         raise OptionError(f'{where}: prepare: expected a list of commands, each a list of words')
     threads = raw.get('threads')
+    eval_weights = str(raw.get('eval_weights', 'auto'))
+    if eval_weights not in EVAL_WEIGHTS:
+        raise OptionError(f"{where}: eval_weights: must be one of {EVAL_WEIGHTS}, got '{eval_weights}'")
     return Study(
         name=SAFE_NAME.sub('_', str(raw['name'])), path=path.resolve(), base=base,
         edits=_edits(raw.get('set'), f'{where}: set'), variants=variants, baseline=baseline,
@@ -165,7 +171,7 @@ def load_study(path: str | Path) -> Study:
         parallel=as_number(raw.get('parallel', 1), f'{where}: parallel', int),
         threads=None if threads is None else as_number(threads, f'{where}: threads', int),
         prepare=[[str(word) for word in command] for command in prepare],
-        crop_size=as_number(raw.get('crop_size', 96), f'{where}: crop_size', int))
+        crop_size=as_number(raw.get('crop_size', 96), f'{where}: crop_size', int), eval_weights=eval_weights)
 
 
 # --------------------------------------------------------------------------- editing options
@@ -253,6 +259,14 @@ def run_options(study: Study, run: Run, root: Path) -> dict:
     return absolute_paths(opt, root)
 
 
+def evaluated_weights(study: Study, train_opt: dict) -> str:
+    """The checkpoint key evaluated: ``eval_weights``, where ``auto`` is BasicSR's choice (the EMA student
+    when the run keeps one). Set ``params`` to compare variants with and without EMA on equal terms."""
+    if study.eval_weights != 'auto':
+        return study.eval_weights
+    return 'params_ema' if float(train_opt['train'].get('ema_decay') or 0) > 0 else 'params'
+
+
 def evaluation_options(study: Study, run: Run, train_opt: dict, checkpoint: Path, iteration: int, root: Path) -> dict:
     """BasicSR test options evaluating ``checkpoint`` of ``run`` on every test set, on whole images."""
     scale = int(train_opt['scale'])
@@ -267,6 +281,6 @@ def evaluation_options(study: Study, run: Run, train_opt: dict, checkpoint: Path
         'manual_seed': run.seed, 'datasets': datasets, 'network_g': deepcopy(train_opt['network_g']),
         'tile': {'tile_size': None},
         'path': {'pretrain_network_g': str(checkpoint), 'strict_load_g': True,
-                 'param_key_g': 'params_ema' if float(train_opt['train'].get('ema_decay') or 0) > 0 else 'params'},
+                 'param_key_g': evaluated_weights(study, train_opt)},
         'val': {'save_img': False, 'suffix': None, 'metrics': metrics},
     }

@@ -8,7 +8,7 @@ import numpy as np
 import yaml
 
 from ibsd.study.results import per_image_differences
-from ibsd.study.spec import Study
+from ibsd.study.spec import Study, evaluated_weights
 
 LABEL_HEIGHT = 22
 
@@ -24,15 +24,14 @@ def find_image(folder: str, stem: str) -> Path | None:
     return matches[0] if matches else None
 
 
-def upscale(options_path: Path, weights: Path, lr_bgr: np.ndarray) -> np.ndarray:
-    """The student of a run (built from its options, ``params_ema`` when trained with EMA) on one image."""
+def upscale(options_path: Path, weights: Path, lr_bgr: np.ndarray, key: str) -> np.ndarray:
+    """The student of a run (built from its options, the evaluated weights ``key``) on one image."""
     import torch
     from basicsr.archs import build_network
 
     from ibsd.archs.checkpoint import load_into, load_state_dict_file
     options = yaml.safe_load(options_path.read_text())
     net = build_network(dict(options['network_g']))
-    key = 'params_ema' if float(options['train'].get('ema_decay') or 0) > 0 else 'params'
     state, _ = load_state_dict_file(str(weights), key)
     load_into(net, state, strict=True, source=str(weights))
     net.eval()
@@ -84,7 +83,9 @@ def crop_strip(study: Study, out: Path, scores: dict, iteration_of: dict[str, in
     outputs = {}
     for name, run in runs.items():
         weights = out / 'experiments' / run.name / 'models' / f'net_g_{iteration_of[name]}.pth'
-        outputs[name] = upscale(out / 'options' / f'{run.name}.yml', weights, lr)
+        options_path = out / 'options' / f'{run.name}.yml'
+        key = evaluated_weights(study, yaml.safe_load(options_path.read_text()))
+        outputs[name] = upscale(options_path, weights, lr, key)
     scale = outputs[variant].shape[0] // lr.shape[0]
     size = min(study.crop_size, *outputs[variant].shape[:2])
     size -= size % scale
