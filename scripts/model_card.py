@@ -7,9 +7,9 @@ of ``--runs`` forwards at batch 1 after one warm-up forward). Then IBSD's traini
 the estimator's parameters (``IBSDModel`` built for the student's default nodes; for BasicSR's
 SwinIR-light, which declares none, the nodes of the shipped YAML) and the time of one IBSD
 training step against a plain L1 step (``scripts/benchmark_ibsd_step.py``'s settings, every IBSD
-term on; ``--train-batch``, ``--train-patch``). Inference extras: values in the student an IBSD
-run saves (``net_g``) and in its ONNX export (``ibsd.export``, unoptimised so that every weight
-keeps its name) beyond the plain network's parameters and buffers; 0 when there are none.
+term on; ``--train-batch``, ``--train-patch``). Inference extras: parameters of the student an
+IBSD run saves (``net_g``) beyond the plain network's (0), and the parameters its ONNX graph
+stores (``ibsd.export``, unoptimised so that every weight keeps its name).
 SwinIR has no padding of its own: its input is reflect-padded to a multiple of its window (8).
 
     python scripts/model_card.py                      # print the table (a few minutes on 2 cores)
@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import importlib.util
+import os
 import platform
 import statistics
 import sys
@@ -143,6 +144,9 @@ class Row:
     step_ratio: float | None = None
     step_times: tuple[float, float] | None = None
     inference_extra: int | None = None
+    """Parameters of the student an IBSD run saves, beyond the plain network's."""
+    graph_parameters: int | None = None
+    """Parameters stored in the student's ONNX graph."""
     remarks: list[str] = field(default_factory=list)
 
 
@@ -195,7 +199,7 @@ def training_extras(spec: StudentSpec, settings: Settings, row: Row, net: nn.Mod
         plain, model = ibsd_models(spec, settings, folder)
         row.estimator = sum(p.numel() for p in model.net_est.parameters())
         saved = sum(p.numel() for p in model.get_bare_model(model.net_g).state_dict().values())
-        row.inference_extra = saved - sum(p.numel() for p in net.state_dict().values())
+        row.inference_extra = saved - sum(v.numel() for v in net.state_dict().values())
         steps = {'plain': lambda: plain.optimize_parameters(ITER), 'ibsd': lambda: model.optimize_parameters(ITER)}
         for work in steps.values():  # warm-up
             work()
@@ -210,8 +214,8 @@ def training_extras(spec: StudentSpec, settings: Settings, row: Row, net: nn.Mod
     row.step_ratio = ibsd_time / plain_time
 
 
-def export_extra(net: nn.Module, row: Row) -> None:
-    """Values in the student's ONNX export that are not its own parameters or buffers (must be 0).
+def export_check(net: nn.Module, row: Row, multiple: int = 1) -> None:
+    """Check that the student's ONNX graph stores exactly its parameters; a remark on the row if not.
 
     Exported without the exporter's optimiser, so that each parameter is stored under its name.
     """
@@ -222,11 +226,16 @@ def export_extra(net: nn.Module, row: Row) -> None:
         row.remarks.append(f'ONNX check skipped ({error})')
         return
     with tempfile.TemporaryDirectory() as folder:
-        done = export.export_onnx(net, export.example_input(), Path(folder) / 'student.onnx', optimize=False)
+        try:
+            done = export.export_onnx(net, export.example_input(multiple=multiple), Path(folder) / 'student.onnx',
+                                      optimize=False)
+        except export.ExportError as error:
+            row.remarks.append(f'ONNX check failed: {error}')
+            return
         weights = export.graph_weights(done.path, net)
     if weights.unused:
-        row.remarks.append(f'{weights.unused:,} parameters unused by the graph')
-    row.inference_extra = (row.inference_extra or 0) + weights.extra
+        row.remarks.append(f'{weights.unused:,} parameters unused by the ONNX graph')
+    row.graph_parameters = weights.stored
 
 
 def measure(spec: StudentSpec, settings: Settings, log: Callable[[str], None] = lambda message: None) -> Row:
@@ -246,7 +255,7 @@ def measure(spec: StudentSpec, settings: Settings, log: Callable[[str], None] = 
         training_extras(spec, settings, row, net)
         if settings.export_check:
             log(f'{spec.label}: ONNX export')
-            export_extra(net, row)
+            export_check(net, row, spec.pad_to)
     return row
 
 
@@ -260,11 +269,19 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def load_note() -> str:
+    """The system load when the table was made (other processes share the cores and skew the timings)."""
+    try:
+        return ', load averages {:.1f} / {:.1f} / {:.1f} (1 / 5 / 15 min) at the end'.format(*os.getloadavg())
+    except (AttributeError, OSError):
+        return ''
+
+
 def header(settings: Settings) -> list[str]:
     height, width = settings.lr_size
     return [
         f'Measured {datetime.date.today().isoformat()} with torch {torch.__version__} on {cpu_model()}, '
-        f'{torch.get_num_threads()} threads (`python scripts/model_card.py`).',
+        f'{torch.get_num_threads()} threads{load_note()} (`python scripts/model_card.py`).',
         '',
         f'- MACs and latency: one {width}x{height} LR image, x4 ({width * 4}x{height * 4} output), batch 1, float32; '
         f'MACs count convolutions and matrix products; latency is the median of {settings.runs} forward passes after '
@@ -272,7 +289,8 @@ def header(settings: Settings) -> list[str]:
         f'- IBSD columns (training only): estimator parameters for the student\'s default nodes, and the median time '
         f'of an IBSD training step over a plain L1 step (batch {settings.train_batch}, LR patch '
         f'{settings.train_patch}, every IBSD term on, {settings.train_repeats} interleaved repeats). Inference '
-        'extras: parameters of the saved IBSD student and of its ONNX export beyond the plain network\'s.',
+        'extras: parameters of the student an IBSD run saves beyond the plain network\'s, and the parameters '
+        'stored in its ONNX graph (exported unoptimised, each weight under its own name).',
         '',
     ]
 
@@ -287,6 +305,8 @@ def table(rows: list[Row], settings: Settings) -> str:
         step = (f'{row.step_ratio:.2f} ({row.step_times[1]:.3f} s / {row.step_times[0]:.3f} s)'
                 if row.step_ratio is not None else '—')
         extra = '—' if row.inference_extra is None else f'{row.inference_extra:,}'
+        if row.graph_parameters is not None:
+            extra += f' (ONNX graph: {row.graph_parameters:,} parameters)'
         remark = f' ({"; ".join(row.remarks)})' if row.remarks else ''
         runs = f' ({len(row.latency)} run{"s" if len(row.latency) > 1 else ""})' \
             if len(row.latency) < settings.runs else ''
@@ -348,10 +368,11 @@ def main(argv: list[str] | None = None) -> int:
     if absent:
         print(f'model_card: not in this version, left out: {", ".join(absent)}', file=sys.stderr)
 
-    def log(message: str) -> None:
-        print(f'model_card: {message}', file=sys.stderr, flush=True)
-
     start = time.perf_counter()
+
+    def log(message: str) -> None:
+        print(f'model_card: [{time.perf_counter() - start:4.0f} s] {message}', file=sys.stderr, flush=True)
+
     rows = [measure(spec, settings, log) for spec in specs if spec.network['type'] in ARCH_REGISTRY]
     card = table(rows, settings)
     print(card, end='')

@@ -396,7 +396,7 @@ def test_model_card_row_for_a_tiny_student():
     assert row.macs == conv_macs(net, torch.zeros(1, 3, 12, 20))
     estimator = ARCH_REGISTRY.get('IBEstimator')(channels=[8, 8, 8, 8])  # fea_conv, IMDB1, IMDB2, IMDB3
     assert row.estimator == sum(p.numel() for p in estimator.parameters())
-    assert row.inference_extra == 0 and not row.remarks
+    assert row.inference_extra == 0 and row.graph_parameters == row.parameters and not row.remarks
     assert len(row.latency) == 2 and row.step_ratio > 0
 
     text = card.table([row], settings)
