@@ -318,7 +318,10 @@ def export_torchscript(net: nn.Module, example: torch.Tensor, path: Path) -> Exp
         except Exception as error:
             raise ExportError(f'cannot trace {net.__class__.__name__} with torch.jit.trace: {first_line(error)}') \
                 from error
-        torch.jit.save(traced, str(path))
+        try:
+            torch.jit.save(traced, str(path))
+        except (OSError, RuntimeError) as error:
+            raise ExportError(f'cannot write {path}: {first_line(error)}') from error
     return Exported(path, 'torch.jit.trace', notes=warning_notes(caught))
 
 

@@ -15,6 +15,10 @@ SwinIR has no padding of its own: its input is reflect-padded to a multiple of i
     python scripts/model_card.py                      # print the table (a few minutes on 2 cores)
     python scripts/model_card.py --write              # also docs/model_card.md and README's marked block
     python scripts/model_card.py --runs 2 --train-repeats 1 --students IMDN RFDN
+
+On cores that other processes keep busy, give ``--threads`` the number of free cores: with more
+threads than that, PyTorch's CPU kernels wait on each other (IMDN's training step at batch 4,
+patch 32 took 6.2 s with 2 threads and 0.13 s with 1 on two shared cores).
 """
 from __future__ import annotations
 
@@ -279,14 +283,16 @@ def load_note() -> str:
 
 def header(settings: Settings) -> list[str]:
     height, width = settings.lr_size
+    threads = torch.get_num_threads()
     return [
         f'Measured {datetime.date.today().isoformat()} with torch {torch.__version__} on {cpu_model()}, '
-        f'{torch.get_num_threads()} threads{load_note()} (`python scripts/model_card.py`).',
+        f'{threads} thread{"s" if threads > 1 else ""}{load_note()} (`python scripts/model_card.py`).',
         '',
         f'- MACs and latency: one {width}x{height} LR image, x4 ({width * 4}x{height * 4} output), batch 1, float32; '
         f'MACs count convolutions and matrix products; latency is the median of {settings.runs} forward passes after '
         f'one warm-up pass (fewer, as noted, once they took {settings.latency_budget:g} s).',
-        f'- IBSD columns (training only): estimator parameters for the student\'s default nodes, and the median time '
+        f'- IBSD columns (training only): estimator parameters for the student\'s default nodes (SwinIR: those of its '
+        f'shipped YAML), and the median time '
         f'of an IBSD training step over a plain L1 step (batch {settings.train_batch}, LR patch '
         f'{settings.train_patch}, every IBSD term on, {settings.train_repeats} interleaved repeats). Inference '
         'extras: parameters of the student an IBSD run saves beyond the plain network\'s, and the parameters '
