@@ -400,7 +400,7 @@ def test_model_card_row_for_a_tiny_student():
     assert len(row.latency) == 2 and row.step_ratio > 0
 
     text = card.table([row], settings)
-    assert f'torch {torch.__version__}' in text and f'{torch.get_num_threads()} threads' in text
+    assert f'torch {torch.__version__}' in text and f', {torch.get_num_threads()} thread' in text
     assert f'| tiny IMDN | 8 channels | {row.parameters:,} | {row.macs / 1e9:.1f} |' in text
     assert f'| {row.estimator:,} |' in text
 
