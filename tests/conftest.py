@@ -18,3 +18,19 @@ def shared_path(*parts: str) -> Path:
     if not path.exists():
         pytest.skip(f'{path} is absent (real test material from ../shared/data); set IBSD_SHARED_DATA to its folder')
     return path
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny networks (HGSR-MHR's hundreds of small convolutions, OmniSR, SwinIR) run fastest on one thread:
+    on a loaded machine, thread hand-offs cost more than the arithmetic."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def n_params(net) -> int:
+    """Number of parameters of a network."""
+    return sum(p.numel() for p in net.parameters())

@@ -21,14 +21,7 @@ from tests.conftest import shared_path
 COMPONENTS = ('flat', 'edge', 'corner')
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """HGSR-MHR runs hundreds of tiny convolutions here: on a loaded machine, thread hand-offs cost
-    far more than the arithmetic (seconds instead of milliseconds per forward)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def cdc_masks_opencv(hr: torch.Tensor) -> dict[str, np.ndarray]:

@@ -11,23 +11,14 @@ from basicsr.archs import build_network
 from ibsd.archs.checkpoint import load_pretrained
 from ibsd.archs.hgsr_arch import HGSR_MHR
 from ibsd.models.feature_nodes import NodeRecorder
+from tests.conftest import n_params
 
 TINY = dict(nf=4, n_HG=4, n_mid=1, n_tail=1)
 """A small configuration: every kind of block, 4 hourglasses (the fewest CDC's branching allows)."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """HGSR-MHR runs hundreds of tiny convolutions here: on a loaded machine, thread hand-offs cost
-    far more than the arithmetic (seconds instead of milliseconds per forward)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
-
-def n_params(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 def residual_block(prefix: str, ch_in: int, ch_out: int) -> dict[str, tuple]:

@@ -15,7 +15,7 @@ from ibsd.archs.checkpoint import load_pretrained
 from ibsd.archs.omnisr_arch import (ChannelAttention, FromWindows, LayerNorm2d, OmniSR, ToWindows, WindowAttention,
                                     relative_position_index)
 from ibsd.models.feature_nodes import NodeRecorder
-from tests.conftest import REPO
+from tests.conftest import REPO, n_params
 from tests.test_entry_points import SCRIPTS, make_pairs, run, train_options, write_yaml
 
 TINY = {'num_feat': 16, 'res_num': 2, 'block_num': 1, 'window_size': 8}
@@ -24,16 +24,8 @@ ONE_THREAD = {'OMP_NUM_THREADS': '1'}
 """These tiny networks run fastest on one thread; on a loaded machine, more threads wait on each other."""
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
-
-def n_params(net: torch.nn.Module) -> int:
-    return sum(p.numel() for p in net.parameters())
 
 
 def randomised(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

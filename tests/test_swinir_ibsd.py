@@ -20,16 +20,8 @@ TINY = {'type': 'SwinIR', 'upscale': 2, 'in_chans': 3, 'img_size': 16, 'window_s
         'upsampler': 'pixelshuffledirect', 'resi_connection': '1conv'}
 TINY_NODES = ['conv_first', 'layers.0.patch_unembed', 'layers.2.patch_unembed']
 
-pytestmark = pytest.mark.filterwarnings('ignore:torch.meshgrid:UserWarning')  # basicsr's SwinIR, built here
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread; on a loaded machine, more threads wait on each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = [pytest.mark.filterwarnings('ignore:torch.meshgrid:UserWarning'),  # basicsr's SwinIR, built here
+              pytest.mark.usefixtures('one_thread')]
 
 
 def load(path: Path) -> dict:
