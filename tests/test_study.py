@@ -89,6 +89,29 @@ def test_paired_differences_per_seed_and_per_image(tmp_path):
     assert (result.images_better, result.images) == (2, 2)  # a: +0.35, b: +0.05 over the two seeds
 
 
+def test_the_table_shows_a_spread_only_over_several_seeds(tmp_path):
+    from ibsd.study.report import markdown, summary_rows
+    study = load_study(study_file(tmp_path, variants={'L1': {'plain': True}, 'IBSD': {}, 'MI': {'seeds': [0]}}))
+    scores = {Key('L1', 0, 4, 'other'): table({'a': 20.0}), Key('L1', 1, 4, 'other'): table({'a': 21.0}),
+              Key('IBSD', 0, 4, 'other'): table({'a': 20.5}), Key('IBSD', 1, 4, 'other'): table({'a': 21.5}),
+              Key('MI', 0, 4, 'other'): table({'a': 20.25})}
+    iterations = {'L1': 4, 'IBSD': 4, 'MI': 4}
+    rows = summary_rows(study, scores, iterations)
+    text = markdown(study, rows, ['psnr'], scores, iterations)
+    line = {row.split(' | ')[0].strip('| '): row for row in text.splitlines() if row.startswith('| ')}
+    assert '| 20.500 ± 0.707 |' in line['L1'] and '| 21.000 ± 0.707 |' in line['IBSD']
+    assert '| 20.250 |' in line['MI'] and '±' not in line['MI']
+
+
+def test_a_collapsed_variant_is_left_out_of_the_plots_and_named_in_the_table(tmp_path):
+    from ibsd.study.report import off_scale_variants, summary_rows
+    study = load_study(study_file(tmp_path, variants={'L1': {'plain': True}, 'IBSD': {}, 'MI': {'seeds': [0]}}))
+    scores = {Key('L1', 0, 4, 'other'): table({'a': 20.0}), Key('IBSD', 0, 4, 'other'): table({'a': 19.5}),
+              Key('MI', 0, 4, 'other'): table({'a': 12.0})}
+    rows = summary_rows(study, scores, {'L1': 4, 'IBSD': 4, 'MI': 4})
+    assert off_scale_variants(study, rows) == ['MI']
+
+
 def test_training_logs_are_read_with_the_newest_launch_winning(tmp_path):
     log = tmp_path / 'run.log'
     log.write_text(

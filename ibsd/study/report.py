@@ -7,6 +7,7 @@ import csv
 import datetime
 import math
 import platform
+from dataclasses import replace
 from pathlib import Path
 
 from ibsd.study.results import (
@@ -22,14 +23,18 @@ from ibsd.study.results import (
 from ibsd.study.spec import Study
 
 LOWER_IS_BETTER = {'lpips'}
+OFF_SCALE_DB = 2.0
 
 
 def _signed(value: float, digits: int = 3) -> str:
     return '-' if math.isnan(value) else f'{value:+.{digits}f}'
 
 
-def _pm(mean: float, std: float, digits: int) -> str:
-    return '-' if math.isnan(mean) else f'{mean:.{digits}f} ± {std:.{digits}f}'
+def _pm(mean: float, std: float, digits: int, seeds: int) -> str:
+    """``mean ± std``; a single seed has no spread to show."""
+    if math.isnan(mean):
+        return '-'
+    return f'{mean:.{digits}f}' if seeds < 2 else f'{mean:.{digits}f} ± {std:.{digits}f}'
 
 
 def metrics_present(scores: dict) -> list[str]:
@@ -91,7 +96,7 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
     lines = [f'# Study {study.name}', '',
              f'Study file `{study.path.name}`, base `{study.base.name}`, baseline **{study.baseline}**, '
              f'evaluated weights: {study.eval_weights} (auto: the EMA student when a run keeps one). '
-             f'Whole test images, Y channel, border of `scale` pixels cropped. Mean ± sample std over seeds; '
+             f'Whole test images, Y channel, border of `scale` pixels cropped. Mean ± sample std over seeds (one seed: its value); '
              f'Δ = variant − {study.baseline} paired by seed (for LPIPS, {study.baseline} − variant: positive '
              'is better); "seeds better" counts seeds with Δ > 0, "images better" images whose Δ averaged over '
              'seeds is > 0.', '',
@@ -107,7 +112,7 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
                   '|---' * (7 + len(metrics)) + '|']
         for row in set_rows:
             cells = [row['variant'], str(row['iteration']), row['seeds']]
-            cells += [_pm(row[f'{m}_mean'], row[f'{m}_std'], digits[m]) for m in metrics]
+            cells += [_pm(row[f'{m}_mean'], row[f'{m}_std'], digits[m], len(row['seeds'].split())) for m in metrics]
             comparison = row.get('d_psnr')
             if comparison is None:
                 cells += ['baseline' if row['variant'] == study.baseline else '-', '', '', '']
@@ -133,6 +138,13 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
     return '\n'.join(lines) + '\n'
 
 
+def off_scale_variants(study: Study, rows: list[dict]) -> list[str]:
+    """Variants more than ``OFF_SCALE_DB`` below the baseline on a test set (a collapsed run): drawn, they
+    would flatten every other line of the plots, so the plots leave them out and the table says so."""
+    low = {r['variant'] for r in rows if r.get('d_psnr') is not None and r['d_psnr'].mean < -OFF_SCALE_DB}
+    return [v for v in study.variants if v in low]
+
+
 def final_iterations(study: Study, totals: dict[str, int]) -> dict[str, int]:
     """The last iteration of each variant (the same for all its seeds)."""
     finals = {}
@@ -149,7 +161,10 @@ def write_report(study: Study, out: Path, totals: dict[str, int], plots: bool = 
     metrics = metrics_present(scores)
     write_csv(out / 'table.csv', rows, metrics)
     table = out / 'table.md'
-    table.write_text(markdown(study, rows, metrics, scores, iteration_of))
+    hidden = off_scale_variants(study, rows)
+    note = (f'\nThe plots leave out {", ".join(hidden)}: more than {OFF_SCALE_DB:g} dB below {study.baseline} on a '
+            'test set, off the scale of the others.\n') if hidden else ''
+    table.write_text(markdown(study, rows, metrics, scores, iteration_of) + note)
     if plots:
         try:
             import matplotlib  # noqa: F401
@@ -158,7 +173,8 @@ def write_report(study: Study, out: Path, totals: dict[str, int], plots: bool = 
             return table
         from ibsd.study import plots as plotting
         logs = training_logs(study, out)
-        plotting.write_all(study, out, scores, logs, iteration_of, per_image_differences)
+        shown = replace(study, variants={k: v for k, v in study.variants.items() if k not in hidden})
+        plotting.write_all(shown, out, scores, logs, iteration_of, per_image_differences)
     return table
 
 
