@@ -96,7 +96,8 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
     lines = [f'# Study {study.name}', '',
              f'Study file `{study.path.name}`, base `{study.base.name}`, baseline **{study.baseline}**, '
              f'evaluated weights: {study.eval_weights} (auto: the EMA student when a run keeps one). '
-             f'Whole test images, Y channel, border of `scale` pixels cropped. Mean ± sample std over seeds (one seed: its value); '
+             'Whole test images, Y channel, border of `scale` pixels cropped. '
+             'Mean ± sample std over seeds (one seed: its value); '
              f'Δ = variant − {study.baseline} paired by seed (for LPIPS, {study.baseline} − variant: positive '
              'is better); "seeds better" counts seeds with Δ > 0, "images better" images whose Δ averaged over '
              'seeds is > 0.', '',
