@@ -7,6 +7,7 @@ import sys
 
 import numpy as np
 import pytest
+import yaml
 from basicsr.data import build_dataset
 
 from ibsd.data.default_set import DefaultSetConfig, build_default_set, crop_patches, load_photo
@@ -84,22 +85,40 @@ def test_finished_build_is_reused_and_changed_settings_rebuild(tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_command_trains_tests_and_reports(tmp_path):
-    result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--workdir', str(tmp_path / 'demo'), '--iters', '3'],
-                            capture_output=True, text=True, cwd=REPO, timeout=900)
+def test_demo_command_warms_up_trains_tests_and_reports(tmp_path):
+    workdir = tmp_path / 'demo'
+    result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--workdir', str(workdir), '--warmup-iters', '2',
+                             '--iters', '3'], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
-    assert "bicubic upsampling" in result.stdout and "IMDN, L1 only (3 it)" in result.stdout
-    assert "IMDN, IBSD (3 it)" in result.stdout
-    for name in ('L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'):
-        assert (tmp_path / 'demo' / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
-        images = (tmp_path / 'demo' / 'results' / f'{name}_test' / 'visualization' / 'default_val').glob('*.png')
+    for label in ('bicubic upsampling', 'IMDN, L1 warm-up (2 it)', 'IMDN, L1 only (+3 it)', 'IMDN, IBSD (+3 it)',
+                  'IBSD - L1: '):
+        assert label in result.stdout
+    for name in ('Warmup_IMDN_x4_default', 'L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'):
+        assert (workdir / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
+        images = (workdir / 'results' / f'{name}_test' / 'visualization' / 'default_val').glob('*.png')
         assert sorted(p.name for p in images) == [f'coffee_{name}_test.png', f'rocket_{name}_test.png']
+    warm = 'experiments/Warmup_IMDN_x4_default/models/net_g_latest.pth'
+    for name in ('L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'):  # both continue from the same warmed-up student
+        options = yaml.safe_load((workdir / 'options' / f'train_{name}.yml').read_text())
+        assert options['path']['pretrain_network_g'] == warm
+
+
+def test_demo_from_scratch_options_start_from_random_weights(tmp_path):
+    from ibsd.demo import BASELINE, IBSD, demo_options
+    data = {key: tmp_path / key for key in ('train_gt', 'train_lq', 'val_gt', 'val_lq')}
+    for name in (BASELINE, IBSD):
+        train, _ = demo_options(data, tmp_path, 10, 0, name)
+        assert train['path']['pretrain_network_g'] is None
+        assert (train['model_type'] == 'IBSDModel') == (name == IBSD)
 
 
 def test_demo_rejects_bad_iterations():
     result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--iters', '0'], capture_output=True, text=True,
                             cwd=REPO, timeout=120)
     assert result.returncode == 2 and '--iters must be >= 1' in result.stderr
+    result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--warmup-iters', '-1'], capture_output=True,
+                            text=True, cwd=REPO, timeout=120)
+    assert result.returncode == 2 and '--warmup-iters must be >= 0' in result.stderr
 
 
 def test_build_is_reproducible_and_leaves_global_random_state_alone(tmp_path, small_set):
