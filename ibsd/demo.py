@@ -4,7 +4,8 @@ A shared warm-up trains the student with plain L1 first; two runs then continue 
 weights with identical settings (data, seed, iterations, optimiser, schedule), one with L1 only,
 one adding IBSD (the CLUB bound over the student's nodes and the wavelet loss with a progressive
 soft target). Self-distillation copies the student's own earlier predictions, so it is compared on
-a student worth copying (``--warmup-iters 0`` trains both from scratch instead).
+a student worth copying (``--warmup-iters 0`` trains both from scratch instead). The two runs start
+a fresh Adam and schedule from the warmed-up weights (the same for both).
 Everything happens under ``--workdir`` (default ``./ibsd_demo``)::
 
     datasets/ibsd_default/   the default data set (see ibsd.data.default_set)
@@ -13,7 +14,8 @@ Everything happens under ``--workdir`` (default ``./ibsd_demo``)::
     results/<name>/          test log, SR images, metrics
 
 Training runs with ``--auto_resume``: rerunning the command after an interruption continues
-from the last checkpoint, and rerunning a finished demo only re-tests it.
+from the last checkpoint, and rerunning a finished demo only re-tests it. Run names carry the
+iterations, the warm-up and the seed, so a rerun with other options trains new runs.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ import yaml
 
 from ibsd.data.default_set import DefaultSetConfig, build_default_set
 
-WARMUP, BASELINE, IBSD = 'Warmup_IMDN_x4_default', 'L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'
+WARMUP, BASELINE, IBSD = 'Warmup', 'L1', 'IBSD'
 IBSD_TERMS = {
     'mi_opt': {'type': 'IBCLUBLoss', 'loss_weight': 1e-3, 'reduction': 'mean', 'mode': 'full'},
     'optim_est': {'type': 'Adam', 'lr': 5e-4},
@@ -47,18 +49,26 @@ def _relative(path: Path, workdir: Path) -> str:
     return str(path.resolve().relative_to(workdir.resolve()))
 
 
-def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: int, name: str,
+def run_name(kind: str, iters: int, seed: int, warmup: int = 0) -> str:
+    """The experiment name of one run. Every setting that changes what a run trains is in it, so a rerun
+    with other options trains new runs instead of resuming (and reporting) runs trained otherwise."""
+    start = f'_after_warmup{warmup}' if warmup else ''
+    return f'{kind}_IMDN_x4_default{start}_{iters}it_seed{seed}'
+
+
+def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: int, kind: str, name: str,
                  start: str | None = None) -> tuple[dict, dict]:
-    """BasicSR train and test options for an IMDN x4 student on the default set (IBSD if ``name`` is IBSD).
+    """BasicSR train and test options of run ``name``: an IMDN x4 student on the default set, with IBSD
+    if ``kind`` is ``IBSD``.
 
     ``start``: weights the run starts from (relative to ``workdir``), else random initialisation.
     """
     network = {'type': 'IMDN', 'num_in_ch': 3, 'num_out_ch': 3, 'num_feat': 64, 'num_block': 6, 'upscale': 4}
-    estimator = {'network_est': {'type': 'IBEstimator', 'scale_eps': 1e-3}} if name == IBSD else {}
+    estimator = {'network_est': {'type': 'IBEstimator', 'scale_eps': 1e-3}} if kind == IBSD else {}
     val = {'name': 'default_val', 'type': 'PairedImageDataset', 'dataroot_gt': _relative(data['val_gt'], workdir),
            'dataroot_lq': _relative(data['val_lq'], workdir), 'io_backend': {'type': 'disk'}}
     train = {
-        'name': name, 'model_type': 'IBSDModel' if name == IBSD else 'SRModel', 'scale': 4, 'num_gpu': 'auto',
+        'name': name, 'model_type': 'IBSDModel' if kind == IBSD else 'SRModel', 'scale': 4, 'num_gpu': 'auto',
         'manual_seed': seed,
         'datasets': {
             'train': {'name': 'default_train', 'type': 'PairedImageDataset',
@@ -74,7 +84,7 @@ def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: in
                                 'gamma': 0.5},
                   'total_iter': total_iter, 'warmup_iter': -1,
                   'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0, 'reduction': 'mean'},
-                  **(IBSD_TERMS if name == IBSD else {})},
+                  **(IBSD_TERMS if kind == IBSD else {})},
         'val': {'val_freq': max(1, total_iter // 3), 'save_img': False, 'metrics': METRICS},
         'logger': {'print_freq': max(1, total_iter // 20), 'save_checkpoint_freq': max(1, total_iter // 3),
                    'use_tb_logger': False},
@@ -132,10 +142,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def train_and_test(name: str, data: dict[str, Path], workdir: Path, iters: int, seed: int,
+def train_and_test(kind: str, name: str, data: dict[str, Path], workdir: Path, iters: int, seed: int,
                    start: str | None = None) -> dict[str, float]:
     """Write the YAML files of one run, train it (resuming if interrupted), test it, return its metrics."""
-    train_opt, test_opt = demo_options(data, workdir, iters, seed, name, start)
+    train_opt, test_opt = demo_options(data, workdir, iters, seed, kind, name, start)
     options = workdir / 'options'
     options.mkdir(parents=True, exist_ok=True)
     train_file, test_file = options / f'train_{name}.yml', options / f'test_{name}.yml'
@@ -151,24 +161,26 @@ def main(argv: list[str] | None = None) -> None:
     workdir = Path(args.workdir).resolve()
     print(f'Building the default data set under {workdir / "datasets"} ...', flush=True)
     data = build_default_set(workdir / 'datasets' / 'ibsd_default', DefaultSetConfig(seed=args.seed))
+    names = {kind: run_name(kind, args.iters, args.seed, args.warmup_iters) for kind in (BASELINE, IBSD)}
+    if args.warmup_iters:
+        names[WARMUP] = run_name(WARMUP, args.warmup_iters, args.seed)
     rows = [('bicubic upsampling', bicubic_scores(data))]
     start = None
     if args.warmup_iters:
         rows.append((f'IMDN, L1 warm-up ({args.warmup_iters} it)',
-                     train_and_test(WARMUP, data, workdir, args.warmup_iters, args.seed)))
-        start = f'experiments/{WARMUP}/models/net_g_latest.pth'
-    for label, name in (('L1 only', BASELINE), ('IBSD', IBSD)):
+                     train_and_test(WARMUP, names[WARMUP], data, workdir, args.warmup_iters, args.seed)))
+        start = f'experiments/{names[WARMUP]}/models/net_g_latest.pth'
+    for label, kind in (('L1 only', BASELINE), ('IBSD', IBSD)):
         rows.append((f'IMDN, {label} ({"+" if start else ""}{args.iters} it)',
-                     train_and_test(name, data, workdir, args.iters, args.seed, start)))
+                     train_and_test(kind, names[kind], data, workdir, args.iters, args.seed, start)))
     print('\n' + '=' * 72)
     print('Validation on held-out photos with unseen degradations (x4, Y channel, crop 4):')
     print(f'  {"method":<32}{"PSNR (dB)":>12}{"SSIM":>10}')
     for label, values in rows:
         print(f'  {label:<32}{values["psnr"]:>12.3f}{values["ssim"]:>10.4f}')
     gain = rows[-1][1]['psnr'] - rows[-2][1]['psnr']
-    print(f'  IBSD - L1: {gain:+.3f} dB (one seed: differences of a few hundredths of a dB are within seed noise)')
-    names = f'{WARMUP},{BASELINE},{IBSD}' if start else f'{BASELINE},{IBSD}'
-    print(f'Checkpoints and training logs: {workdir / "experiments"}/{{{names}}}')
+    print(f'  IBSD - L1: {gain:+.3f} dB (one seed: not a measured difference between the methods)')
+    print(f'Checkpoints and training logs: {workdir / "experiments"}/{{{",".join(names.values())}}}')
     print(f'Test logs and SR images:       {workdir / "results"}')
     print(f'Options (rerun with ibsd-train / ibsd-test from {workdir}): {workdir / "options"}')
     print('=' * 72)

@@ -93,23 +93,43 @@ def test_demo_command_warms_up_trains_tests_and_reports(tmp_path):
     for label in ('bicubic upsampling', 'IMDN, L1 warm-up (2 it)', 'IMDN, L1 only (+3 it)', 'IMDN, IBSD (+3 it)',
                   'IBSD - L1: '):
         assert label in result.stdout
-    for name in ('Warmup_IMDN_x4_default', 'L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'):
+    names = ('Warmup_IMDN_x4_default_2it_seed0', 'L1_IMDN_x4_default_after_warmup2_3it_seed0',
+             'IBSD_IMDN_x4_default_after_warmup2_3it_seed0')
+    for name in names:
         assert (workdir / 'experiments' / name / 'models' / 'net_g_latest.pth').is_file()
         images = (workdir / 'results' / f'{name}_test' / 'visualization' / 'default_val').glob('*.png')
         assert sorted(p.name for p in images) == [f'coffee_{name}_test.png', f'rocket_{name}_test.png']
-    warm = 'experiments/Warmup_IMDN_x4_default/models/net_g_latest.pth'
-    for name in ('L1_IMDN_x4_default', 'IBSD_IMDN_x4_default'):  # both continue from the same warmed-up student
+    warm = f'experiments/{names[0]}/models/net_g_latest.pth'
+    for name in names[1:]:  # both continue from the same warmed-up student
         options = yaml.safe_load((workdir / 'options' / f'train_{name}.yml').read_text())
         assert options['path']['pretrain_network_g'] == warm
+        log = next((workdir / 'experiments' / name).glob('train_*.log')).read_text()
+        assert f'{names[0]}/models/net_g_latest.pth' in log  # the weights were loaded, not only named
 
 
-def test_demo_from_scratch_options_start_from_random_weights(tmp_path):
-    from ibsd.demo import BASELINE, IBSD, demo_options
-    data = {key: tmp_path / key for key in ('train_gt', 'train_lq', 'val_gt', 'val_lq')}
-    for name in (BASELINE, IBSD):
-        train, _ = demo_options(data, tmp_path, 10, 0, name)
-        assert train['path']['pretrain_network_g'] is None
-        assert (train['model_type'] == 'IBSDModel') == (name == IBSD)
+@pytest.mark.parametrize('warmup', [0, 5])
+def test_demo_runs_are_named_by_their_settings_and_start_from_the_warm_up(tmp_path, monkeypatch, capsys, warmup):
+    import ibsd.demo as demo
+    calls = []
+    monkeypatch.setattr(demo, 'build_default_set', lambda *args, **kwargs: {})
+    monkeypatch.setattr(demo, 'bicubic_scores', lambda data: {'psnr': 20.0, 'ssim': 0.5})
+    monkeypatch.setattr(demo, 'train_and_test', lambda *args: calls.append(args) or {'psnr': 21.0 + len(calls),
+                                                                                     'ssim': 0.6})
+    demo.main(['--workdir', str(tmp_path), '--warmup-iters', str(warmup), '--iters', '7', '--seed', '3'])
+    runs = [(kind, name, iters, start) for kind, name, _, _, iters, _, *start in calls]
+    if warmup:
+        warm = 'Warmup_IMDN_x4_default_5it_seed3'
+        start = [f'experiments/{warm}/models/net_g_latest.pth']
+        assert runs == [('Warmup', warm, 5, []), ('L1', 'L1_IMDN_x4_default_after_warmup5_7it_seed3', 7, start),
+                        ('IBSD', 'IBSD_IMDN_x4_default_after_warmup5_7it_seed3', 7, start)]
+    else:
+        assert runs == [('L1', 'L1_IMDN_x4_default_7it_seed3', 7, [None]),
+                        ('IBSD', 'IBSD_IMDN_x4_default_7it_seed3', 7, [None])]
+    out = capsys.readouterr().out
+    assert ('IMDN, IBSD (+7 it)' if warmup else 'IMDN, IBSD (7 it)') in out and 'IBSD - L1: +1.000 dB' in out
+    train, _ = demo.demo_options({k: tmp_path / k for k in ('train_gt', 'train_lq', 'val_gt', 'val_lq')}, tmp_path,
+                                 7, 3, 'IBSD', 'x')
+    assert train['model_type'] == 'IBSDModel' and train['path']['pretrain_network_g'] is None
 
 
 def test_demo_rejects_bad_iterations():

@@ -180,17 +180,19 @@ def test_training_state_holds_the_random_states_per_rank(tmp_path):
 
 def test_a_bound_below_minus_the_pixel_loss_is_flagged_once(tmp_path, monkeypatch):
     import ibsd.models.ibsd_model as ibsd_model
-    assert ibsd_model.bound_exploited(torch.tensor(-0.5), torch.tensor(0.1))
-    assert not ibsd_model.bound_exploited(torch.tensor(-0.05), torch.tensor(0.1))  # estimate noise, not exploitation
-    assert not ibsd_model.bound_exploited(torch.tensor(0.5), torch.tensor(0.1))
+    assert ibsd_model.bound_exploited(-0.5, 0.1)
+    assert not ibsd_model.bound_exploited(-0.05, 0.1)  # estimate noise, not exploitation
+    assert not ibsd_model.bound_exploited(0.5, 0.1)
     model = build_model(make_opt(tmp_path))
     warnings = []
     monkeypatch.setattr(ibsd_model, 'get_root_logger', lambda: type('Log', (), {'warning': warnings.append})())
     feed(model)
     model.optimize_parameters(1)
+    model.get_current_log()
     assert warnings == []  # a healthy step: the bound is small
     model._mi_bound = lambda nodes: torch.tensor(-5.0, requires_grad=True)
     for iteration in (2, 3):
         feed(model)
         model.optimize_parameters(iteration)
+        assert model.get_current_log()['l_mi'] == -5.0
     assert len(warnings) == 1 and 'iteration 2' in warnings[0] and 'exploiting the estimators' in warnings[0]

@@ -104,14 +104,14 @@ def pick_random_states(saved, rank: int) -> dict | None:
     return saved[rank]
 
 
-def bound_exploited(l_mi: torch.Tensor, l_pix: torch.Tensor) -> bool:
+def bound_exploited(l_mi: float, l_pix: float) -> bool:
     """True when the weighted CLUB bound is negative and larger than the pixel loss.
 
     A regulariser of a few percent of the pixel loss cannot legitimately reach that: the student is
     moving its features where the estimator predicts badly (measured: lambda_MI 1e-2 fine-tuning
     IMDN x2 collapsed to 12 dB with every number finite, the bound at -394 within 100 iterations).
     """
-    return bool(l_mi.detach() < 0) and bool(-l_mi.detach() > l_pix.detach())
+    return l_mi < 0 and -l_mi > l_pix
 
 
 def stack_log_values(values, device: torch.device) -> torch.Tensor:
@@ -163,6 +163,7 @@ class IBSDModel(TiledSRModel):
         self.log_pairs = bool(ibsd_opt.get('log_pairs', False))
         self._pair_terms: dict[str, torch.Tensor] = {}
         self._exploit_warned = False
+        self._iteration = 0
         if self.estimator_steps < 1:
             raise OptionError(f'train:ibsd:estimator_steps must be >= 1, got {self.estimator_steps}')
         self.grad_clip_norm = ibsd_opt.get('grad_clip_norm')
@@ -305,14 +306,15 @@ class IBSDModel(TiledSRModel):
                 self.output = self.net_g(self.lq)
         return self.node_recorder.collect()
 
-    def _warn_once_if_exploited(self, loss_dict: dict, current_iter: int) -> None:
-        if self._exploit_warned or 'l_pix' not in loss_dict or not bound_exploited(loss_dict['l_mi'],
-                                                                                   loss_dict['l_pix']):
+    def _warn_once_if_exploited(self, log: Mapping[str, float]) -> None:
+        """Checked on the values read back for the log (print_freq), so it costs no synchronisation."""
+        if self._exploit_warned or 'l_pix' not in log or 'l_mi' not in log or \
+                not bound_exploited(log['l_mi'], log['l_pix']):
             return
         self._exploit_warned = True
-        l_mi, l_pix = (float(loss_dict[name].detach()) for name in ('l_mi', 'l_pix'))
+        l_mi, l_pix = log['l_mi'], log['l_pix']
         get_root_logger().warning(
-            f'iteration {current_iter}: the MI bound (l_mi {l_mi:.4g}) is negative and larger than the pixel loss '
+            f'iteration {self._iteration}: the MI bound (l_mi {l_mi:.4g}) is negative and larger than the pixel loss '
             f'({l_pix:.4g}): the student is exploiting the estimators, '
             'not compressing, and usually collapses. Lower train:mi_opt:loss_weight (1e-3 was stable where 1e-2 '
             'collapsed) or raise network_est:scale_eps.')
@@ -335,7 +337,6 @@ class IBSDModel(TiledSRModel):
             with self.autocast():
                 loss_dict['l_mi'] = self._mi_bound(nodes)
             l_total = l_total + loss_dict['l_mi']
-            self._warn_once_if_exploited(loss_dict, current_iter)
             del nodes  # the graph keeps what backward needs; nothing outlives the step
         if self.cri_wav is not None:
             ema = getattr(self, 'net_g_ema', None)
@@ -358,6 +359,7 @@ class IBSDModel(TiledSRModel):
             self.optimizer_g.step()
             if self.ema_decay > 0:
                 self.model_ema(decay=self.ema_decay)
+        self._iteration = current_iter
         loss_dict.update(self._pair_terms)
         self._pair_terms = {}
         self.reduce_loss_dict(loss_dict)
@@ -389,7 +391,9 @@ class IBSDModel(TiledSRModel):
     def get_current_log(self):
         if self._log_values is None:
             return OrderedDict()
-        return OrderedDict(zip(self._log_names, self._log_values.tolist()))
+        log = OrderedDict(zip(self._log_names, self._log_values.tolist()))
+        self._warn_once_if_exploited(log)
+        return log
 
     # ----------------------------------------------------------------------------- state
     def training_extras(self) -> dict:
