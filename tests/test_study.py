@@ -112,6 +112,22 @@ def test_a_collapsed_variant_is_left_out_of_the_plots_and_named_in_the_table(tmp
     assert off_scale_variants(study, rows) == ['MI']
 
 
+def test_hidden_variants_leave_the_plots_and_the_others_keep_their_colours(tmp_path, monkeypatch):
+    import ibsd.study.plots as plots
+    import ibsd.study.visual as visual
+    study = load_study(study_file(tmp_path, variants={'L1': {'plain': True}, 'MI': {}, 'IBSD': {}}))
+    seen = []
+    for name in ('validation_curves', 'test_curves', 'loss_terms'):
+        monkeypatch.setattr(plots, name, lambda s, *args: seen.append((list(s.variants), args[-1])) or False)
+    monkeypatch.setattr(plots, 'information_plane', lambda *args: False)
+    monkeypatch.setattr(plots, 'per_image', lambda s, *args: seen.append((list(s.variants), args[-1])) or False)
+    monkeypatch.setattr(visual, 'crop_strip', lambda *args: None)
+    plots.write_all(study, tmp_path, {}, {}, {}, None, hidden=['MI'])
+    assert len(seen) == 4
+    for variants, colours in seen:
+        assert variants == ['L1', 'IBSD'] and colours['IBSD'] == plots._colours(study)['IBSD'] == 'C2'
+
+
 def test_training_logs_are_read_with_the_newest_launch_winning(tmp_path):
     log = tmp_path / 'run.log'
     log.write_text(

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -63,7 +64,7 @@ def _band_plot(axis, curves: dict, colours: dict[str, str], smooth: bool = False
     axis.grid(alpha=0.3)
 
 
-def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path) -> bool:
+def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path, colours: dict | None = None) -> bool:
     """Validation PSNR during training (mean and min-max band over seeds, a line per variant)."""
     names = sorted({name for log in logs.values() for name in log.validation if name.endswith(' psnr')})
     if not names:
@@ -71,7 +72,7 @@ def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path) ->
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.8), squeeze=False)
     for axis, name in zip(axes[0], names):
-        _band_plot(axis, _by_variant(study, logs, lambda log: log.validation.get(name, {})), _colours(study))
+        _band_plot(axis, _by_variant(study, logs, lambda log: log.validation.get(name, {})), colours or _colours(study))
         axis.set(title=f'validation: {name}', xlabel='iteration', ylabel='Y-PSNR (dB)')
         axis.legend(fontsize=8)
     figure.tight_layout()
@@ -80,7 +81,7 @@ def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path) ->
     return True
 
 
-def test_curves(study: Study, scores: dict, path: Path) -> bool:
+def test_curves(study: Study, scores: dict, path: Path, colours: dict | None = None) -> bool:
     """Test-set PSNR of the evaluated students against their iteration."""
     iterations = sorted({k.iteration for k in scores})
     if len(iterations) < 2:
@@ -98,7 +99,7 @@ def test_curves(study: Study, scores: dict, path: Path) -> bool:
             common = sorted(set.intersection(*(set(s) for s in by_seed.values()))) if by_seed else []
             if common:
                 curves[variant] = (np.array(common), np.array([[s[i] for i in common] for s in by_seed.values()]))
-        _band_plot(axis, curves, _colours(study))
+        _band_plot(axis, curves, colours or _colours(study))
         axis.set(title=f'test: {test_set}', xlabel='iteration', ylabel='Y-PSNR (dB)')
         axis.legend(fontsize=8)
     figure.tight_layout()
@@ -107,7 +108,7 @@ def test_curves(study: Study, scores: dict, path: Path) -> bool:
     return True
 
 
-def loss_terms(study: Study, logs: dict[str, TrainingLog], path: Path) -> bool:
+def loss_terms(study: Study, logs: dict[str, TrainingLog], path: Path, colours: dict | None = None) -> bool:
     """Each logged loss term over training (smoothed, mean over seeds), a line per variant."""
     terms = [t for t in LOSS_TERMS if any(t in log.terms for log in logs.values())]
     if not terms:
@@ -115,7 +116,7 @@ def loss_terms(study: Study, logs: dict[str, TrainingLog], path: Path) -> bool:
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.5), squeeze=False)
     for axis, term in zip(axes[0], terms):
-        _band_plot(axis, _by_variant(study, logs, lambda log: log.terms.get(term, {})), _colours(study),
+        _band_plot(axis, _by_variant(study, logs, lambda log: log.terms.get(term, {})), colours or _colours(study),
                    smooth=True)
         axis.set(title=term, xlabel='iteration')
         if term != 'alpha':
@@ -154,7 +155,8 @@ def information_plane(study: Study, logs: dict[str, TrainingLog], path: Path) ->
     return True
 
 
-def per_image(study: Study, scores: dict, iteration_of: dict[str, int], differences: Callable, path: Path) -> bool:
+def per_image(study: Study, scores: dict, iteration_of: dict[str, int], differences: Callable, path: Path,
+              colours: dict | None = None) -> bool:
     """Per-image PSNR difference (variant - baseline, mean over shared seeds), a panel per test set."""
     variants = [v for v in study.variants if v != study.baseline]
     panels = [(s, {v: differences(scores, study, v, s, iteration_of) for v in variants}) for s in study.test_sets]
@@ -169,7 +171,7 @@ def per_image(study: Study, scores: dict, iteration_of: dict[str, int], differen
         for index, (variant, diffs) in enumerate(by_variant.items()):
             positions = np.arange(len(images)) + index * width
             axis.bar(positions, [diffs.get(i, np.nan) for i in images], width, label=variant,
-                     color=_colours(study)[variant])
+                     color=(colours or _colours(study))[variant])
         axis.axhline(0, color='black', linewidth=0.8)
         axis.set(title=f'{test_set}: Y-PSNR minus {study.baseline}, per image (mean over seeds)', ylabel='dB')
         if len(images) <= 40:
@@ -182,14 +184,17 @@ def per_image(study: Study, scores: dict, iteration_of: dict[str, int], differen
 
 
 def write_all(study: Study, out: Path, scores: dict, logs: dict[str, TrainingLog], iteration_of: dict[str, int],
-              differences: Callable) -> list[Path]:
-    """Every plot the data allows; returns the files written."""
+              differences: Callable, hidden: Sequence[str] = ()) -> list[Path]:
+    """Every plot the data allows, without the ``hidden`` variants (each variant keeps its colour); returns
+    the files written."""
+    colours = _colours(study)
+    study = replace(study, variants={k: v for k, v in study.variants.items() if k not in hidden})
     written = []
-    for name, make in (('validation.png', lambda p: validation_curves(study, logs, p)),
-                       ('test_curves.png', lambda p: test_curves(study, scores, p)),
-                       ('losses.png', lambda p: loss_terms(study, logs, p)),
+    for name, make in (('validation.png', lambda p: validation_curves(study, logs, p, colours)),
+                       ('test_curves.png', lambda p: test_curves(study, scores, p, colours)),
+                       ('losses.png', lambda p: loss_terms(study, logs, p, colours)),
                        ('information_plane.png', lambda p: information_plane(study, logs, p)),
-                       ('per_image.png', lambda p: per_image(study, scores, iteration_of, differences, p))):
+                       ('per_image.png', lambda p: per_image(study, scores, iteration_of, differences, p, colours))):
         if make(out / name):
             written.append(out / name)
     from ibsd.study.visual import crop_strip

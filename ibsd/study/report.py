@@ -7,7 +7,6 @@ import csv
 import datetime
 import math
 import platform
-from dataclasses import replace
 from pathlib import Path
 
 from ibsd.study.results import (
@@ -174,8 +173,7 @@ def write_report(study: Study, out: Path, totals: dict[str, int], plots: bool = 
             return table
         from ibsd.study import plots as plotting
         logs = training_logs(study, out)
-        shown = replace(study, variants={k: v for k, v in study.variants.items() if k not in hidden})
-        plotting.write_all(shown, out, scores, logs, iteration_of, per_image_differences)
+        plotting.write_all(study, out, scores, logs, iteration_of, per_image_differences, hidden)
     return table
 
 
