@@ -162,11 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     print(f'Building the default data set under {workdir / "datasets"} ...', flush=True)
     data = build_default_set(workdir / 'datasets' / 'ibsd_default', DefaultSetConfig(seed=args.seed))
     names = {kind: run_name(kind, args.iters, args.seed, args.warmup_iters) for kind in (BASELINE, IBSD)}
-    if args.warmup_iters:
-        names[WARMUP] = run_name(WARMUP, args.warmup_iters, args.seed)
     rows = [('bicubic upsampling', bicubic_scores(data))]
     start = None
     if args.warmup_iters:
+        names[WARMUP] = run_name(WARMUP, args.warmup_iters, args.seed)
         rows.append((f'IMDN, L1 warm-up ({args.warmup_iters} it)',
                      train_and_test(WARMUP, names[WARMUP], data, workdir, args.warmup_iters, args.seed)))
         start = f'experiments/{names[WARMUP]}/models/net_g_latest.pth'

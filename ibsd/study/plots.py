@@ -64,7 +64,7 @@ def _band_plot(axis, curves: dict, colours: dict[str, str], smooth: bool = False
     axis.grid(alpha=0.3)
 
 
-def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path, colours: dict | None = None) -> bool:
+def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path, colours: dict[str, str]) -> bool:
     """Validation PSNR during training (mean and min-max band over seeds, a line per variant)."""
     names = sorted({name for log in logs.values() for name in log.validation if name.endswith(' psnr')})
     if not names:
@@ -72,7 +72,7 @@ def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path, co
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 3.8), squeeze=False)
     for axis, name in zip(axes[0], names):
-        _band_plot(axis, _by_variant(study, logs, lambda log: log.validation.get(name, {})), colours or _colours(study))
+        _band_plot(axis, _by_variant(study, logs, lambda log: log.validation.get(name, {})), colours)
         axis.set(title=f'validation: {name}', xlabel='iteration', ylabel='Y-PSNR (dB)')
         axis.legend(fontsize=8)
     figure.tight_layout()
@@ -81,7 +81,7 @@ def validation_curves(study: Study, logs: dict[str, TrainingLog], path: Path, co
     return True
 
 
-def test_curves(study: Study, scores: dict, path: Path, colours: dict | None = None) -> bool:
+def test_curves(study: Study, scores: dict, path: Path, colours: dict[str, str]) -> bool:
     """Test-set PSNR of the evaluated students against their iteration."""
     iterations = sorted({k.iteration for k in scores})
     if len(iterations) < 2:
@@ -99,7 +99,7 @@ def test_curves(study: Study, scores: dict, path: Path, colours: dict | None = N
             common = sorted(set.intersection(*(set(s) for s in by_seed.values()))) if by_seed else []
             if common:
                 curves[variant] = (np.array(common), np.array([[s[i] for i in common] for s in by_seed.values()]))
-        _band_plot(axis, curves, colours or _colours(study))
+        _band_plot(axis, curves, colours)
         axis.set(title=f'test: {test_set}', xlabel='iteration', ylabel='Y-PSNR (dB)')
         axis.legend(fontsize=8)
     figure.tight_layout()
@@ -108,7 +108,7 @@ def test_curves(study: Study, scores: dict, path: Path, colours: dict | None = N
     return True
 
 
-def loss_terms(study: Study, logs: dict[str, TrainingLog], path: Path, colours: dict | None = None) -> bool:
+def loss_terms(study: Study, logs: dict[str, TrainingLog], path: Path, colours: dict[str, str]) -> bool:
     """Each logged loss term over training (smoothed, mean over seeds), a line per variant."""
     terms = [t for t in LOSS_TERMS if any(t in log.terms for log in logs.values())]
     if not terms:
@@ -116,7 +116,7 @@ def loss_terms(study: Study, logs: dict[str, TrainingLog], path: Path, colours: 
     plt = _pyplot()
     figure, axes = plt.subplots(1, len(terms), figsize=(4.2 * len(terms), 3.5), squeeze=False)
     for axis, term in zip(axes[0], terms):
-        _band_plot(axis, _by_variant(study, logs, lambda log: log.terms.get(term, {})), colours or _colours(study),
+        _band_plot(axis, _by_variant(study, logs, lambda log: log.terms.get(term, {})), colours,
                    smooth=True)
         axis.set(title=term, xlabel='iteration')
         if term != 'alpha':
@@ -156,7 +156,7 @@ def information_plane(study: Study, logs: dict[str, TrainingLog], path: Path) ->
 
 
 def per_image(study: Study, scores: dict, iteration_of: dict[str, int], differences: Callable, path: Path,
-              colours: dict | None = None) -> bool:
+              colours: dict[str, str]) -> bool:
     """Per-image PSNR difference (variant - baseline, mean over shared seeds), a panel per test set."""
     variants = [v for v in study.variants if v != study.baseline]
     panels = [(s, {v: differences(scores, study, v, s, iteration_of) for v in variants}) for s in study.test_sets]
@@ -171,7 +171,7 @@ def per_image(study: Study, scores: dict, iteration_of: dict[str, int], differen
         for index, (variant, diffs) in enumerate(by_variant.items()):
             positions = np.arange(len(images)) + index * width
             axis.bar(positions, [diffs.get(i, np.nan) for i in images], width, label=variant,
-                     color=(colours or _colours(study))[variant])
+                     color=colours[variant])
         axis.axhline(0, color='black', linewidth=0.8)
         axis.set(title=f'{test_set}: Y-PSNR minus {study.baseline}, per image (mean over seeds)', ylabel='dB')
         if len(images) <= 40:
