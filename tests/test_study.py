@@ -128,6 +128,12 @@ def test_hidden_variants_leave_the_plots_and_the_others_keep_their_colours(tmp_p
         assert variants == ['L1', 'IBSD'] and colours['IBSD'] == plots._colours(study)['IBSD'] == 'C2'
 
 
+def test_report_of_a_folder_without_results_is_one_line(tmp_path):
+    result = subprocess.run([sys.executable, '-m', 'ibsd.study', str(study_file(tmp_path)), '--report', '--out',
+                             str(tmp_path / 'nowhere')], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert result.returncode == 1 and 'holds no evaluated run' in result.stderr and 'Traceback' not in result.stderr
+
+
 def test_training_logs_are_read_with_the_newest_launch_winning(tmp_path):
     log = tmp_path / 'run.log'
     log.write_text(

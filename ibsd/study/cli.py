@@ -43,6 +43,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         out = (args.out or Path('studies') / study.name).resolve()
         cwd = Path.cwd()
         totals = {run.name: run_options(study, run, cwd)['train']['total_iter'] for run in study.runs}
+        if args.report and not (out / 'results').is_dir():
+            raise OptionError(f'--report: {out} holds no evaluated run (no results/ folder): run the study first, '
+                              'or name its folder with --out')
         failures = [] if args.report else run_study(study, out, cwd)
         table = write_report(study, out, totals, plots=not args.no_plots)
     except OptionError as error:
