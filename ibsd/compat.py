@@ -122,7 +122,8 @@ def load_resume_state(opt: dict) -> dict | None:
     if not state_path:
         return None
     if not osp.isfile(state_path):
-        raise FileNotFoundError(f"path:resume_state: training state '{state_path}' does not exist")
+        from ibsd.archs.checkpoint import CheckpointError
+        raise CheckpointError(f"path:resume_state: training state '{state_path}' does not exist")
     resume_state = load_training_state(state_path, _state_device())
     check_resume(opt, resume_state['iter'])
     sampling = resume_state.get('sampling')
@@ -184,6 +185,27 @@ WRITE_TRIES = 3
 WRITE_RETRY_PAUSE_S = 0.5
 
 
+def write_failure_reason(error: Exception, obj: Any, folder: str) -> str:
+    """Why a ``torch.save`` failed, in words: a full disk shows as torch's ``unexpected pos 1234 vs 5678``."""
+    import errno
+    import io
+    import shutil
+
+    import torch
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        return f'no space left on device ({error})'
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return str(error)
+    size = io.BytesIO()
+    torch.save(obj, size)
+    if size.tell() > free:
+        return (f'no space left on device: it takes {size.tell() / 2**20:.1f} MiB and {folder} has '
+                f'{free / 2**20:.1f} MiB free')
+    return str(error)
+
+
 def write_atomically(obj: Any, path: str, what: str = 'checkpoint') -> None:
     """``torch.save`` to ``path`` through a temporary file: a killed write never leaves a truncated file,
     a failed one is tried again and then raises :class:`CheckpointWriteError` (no temporary file left)."""
@@ -203,10 +225,11 @@ def write_atomically(obj: Any, path: str, what: str = 'checkpoint') -> None:
                     os.remove(temporary)
                 except OSError:
                     pass
+            reason = write_failure_reason(error, obj, osp.dirname(path) or '.')
             if attempt == WRITE_TRIES:
-                raise CheckpointWriteError(f'could not write the {what} {path} ({WRITE_TRIES} tries): {error}') \
+                raise CheckpointWriteError(f'could not write the {what} {path} ({WRITE_TRIES} tries): {reason}') \
                     from error
-            get_root_logger().warning(f'writing the {what} {path} failed ({error}): trying again')
+            get_root_logger().warning(f'writing the {what} {path} failed ({reason}): trying again')
             time.sleep(WRITE_RETRY_PAUSE_S)
 
 
@@ -290,19 +313,23 @@ def share_drawn_seed(opt: dict) -> None:
 
 
 def with_option_defaults(parse_options):
-    """Wrap basicsr's ``parse_options``: optional keys basicsr indexes directly exist, iteration counts
-    are numbers, and an IBSD run's options are checked before any data set or network is built."""
+    """Wrap basicsr's ``parse_options``: the ``-opt`` file is read with errors in one line, optional keys basicsr
+    indexes directly exist, iteration counts are numbers, and every run's options (an IBSD run's in full) are
+    checked before any folder, data set or network is made (:mod:`ibsd.run_checks`)."""
 
     def parse_options_with_defaults(root_path: str, is_train: bool = True):
         from ibsd.models.ibsd_options import check_ibsd_options, convert_iteration_counts
+        from ibsd.run_checks import check_option_file, check_run_options
+        check_option_file(sys.argv)
         opt, args = parse_options(root_path, is_train)
         if isinstance(opt.get('val'), dict):
             opt['val'].setdefault('suffix', None)
         share_drawn_seed(opt)
         if is_train and isinstance(opt.get('train'), dict):
             convert_iteration_counts(opt['train'])
-            if opt.get('model_type') == 'IBSDModel':
-                check_ibsd_options(opt)
+        check_run_options(opt, is_train)
+        if is_train and opt.get('model_type') == 'IBSDModel':
+            check_ibsd_options(opt)
         return opt, args
 
     parse_options_with_defaults.__wrapped__ = parse_options
@@ -391,14 +418,16 @@ def epochs_needed(opt: dict, total_epochs: int, total_iters: int, logger) -> int
 
 
 def recording_iters_per_epoch(create_train_val_dataloader):
-    """Wrap ``basicsr.train.create_train_val_dataloader``: store ``opt['iters_per_epoch']``, seed the
-    training samples from ``manual_seed`` and resume part-way into an epoch."""
+    """Wrap ``basicsr.train.create_train_val_dataloader``: refuse a training set without one full batch, store
+    ``opt['iters_per_epoch']``, seed the training samples from ``manual_seed`` and resume part-way into an epoch."""
 
     def create_and_record(opt, logger):
         import torch
+        from ibsd.data.checks import check_full_batches
         result = create_train_val_dataloader(opt, logger)
         loader, sampler = result[0], result[1]
         if loader is not None:
+            check_full_batches(opt, loader, sampler)
             opt.update(iters_per_epoch=len(loader), batch_size_per_gpu=loader.batch_size,
                        world_size=int(opt.get('world_size') or 1),
                        samples_per_rank=getattr(sampler, 'num_samples', len(loader.dataset)))

@@ -28,8 +28,11 @@ def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
     except (OptionError, DataCheckError, DivergenceError, CheckpointError, CheckpointWriteError,
             NonFiniteWeightsError) as error:
         from basicsr.utils import get_root_logger
-        get_root_logger().error(str(error))
-        sys.exit(f'{type(error).__name__}: {error}')
+
+        from ibsd.data.checks import worker_error_message
+        message = worker_error_message(str(error), type(error))  # raised in a DataLoader worker
+        get_root_logger().error(message)
+        sys.exit(f'{type(error).__name__}: {message}')
     _close_process_group()
 
 

@@ -9,6 +9,7 @@ fast on large sets; :func:`name_files_on_error` makes a data set's read errors n
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import time
@@ -182,6 +183,35 @@ def check_dataset(dataset_opt: dict) -> str:
         line += (f'; WARNING: {len(oversized)} GT image(s) are larger than {scale} x their LQ by {scale} pixels or '
                  f'more ({_listing(oversized)}): BasicSR crops them to the top-left corner; is scale {scale} right?')
     return line
+
+
+def check_full_batches(opt: dict, loader, sampler) -> None:
+    """The training loader yields at least one batch per epoch: it drops the last partial batch, so a set
+    smaller than one batch would end the run at once with random weights saved and exit status 0."""
+    if len(loader) > 0:
+        return
+    dataset_opt = opt['datasets']['train']
+    pairs, batch = len(loader.dataset), loader.batch_size
+    ratio = dataset_opt.get('dataset_enlarge_ratio', 1)
+    world = int(opt.get('world_size') or 1)
+    per_rank = getattr(sampler, 'num_samples', pairs)
+    spread = f' spread over {world} processes ({per_rank} each)' if world > 1 else ''
+    needed = math.ceil(batch * world / max(1, pairs))
+    raise DataCheckError(f'{_where(dataset_opt)}: {pairs} training pair(s) x dataset_enlarge_ratio {ratio}{spread} '
+                         f'make no full batch of batch_size_per_gpu {batch}: the run would train nothing. Set '
+                         f'batch_size_per_gpu to at most {per_rank} or dataset_enlarge_ratio to at least {needed}')
+
+
+def worker_error_message(message: str, error_type: type) -> str:
+    """The message an error had in a DataLoader worker: torch re-raises it with the worker's traceback
+    prepended (``Caught DataCheckError in DataLoader worker process 0. Original Traceback ...``)."""
+    if 'Original Traceback' not in message:
+        return message
+    marker = f'{error_type.__module__}.{error_type.__qualname__}: '
+    start = message.rfind(marker)
+    if start >= 0:
+        return message[start + len(marker):].strip()
+    return message.strip().splitlines()[-1]
 
 
 def name_files_on_error(cls: type) -> type:

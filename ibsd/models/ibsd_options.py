@@ -221,7 +221,6 @@ def check_ibsd_options(opt: dict) -> dict:
     reject_unknown(train, IBSD_TRAIN_KEYS | BASICSR_TRAIN_KEYS, 'train')
     reject_misplaced_ibsd_keys(opt)
     _reject_near_misses(opt, ['network_est'], BASICSR_TOP_KEYS, 'options')
-    _reject_near_misses(opt.get('path') or {}, IBSD_PATH_KEYS, BASICSR_PATH_KEYS, 'path')
     if 'ibsd' in train:
         train['ibsd'] = check_section(train['ibsd'], LOOP_KEYS, 'train:ibsd')
     if 'soft_target' in train:

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from ibsd.models.ibsd_options import IBSD_TRAIN_KEYS, OptionError, as_number, reject_unknown
+from ibsd.run_checks import read_option_file
 
 STUDY_KEYS = {'name', 'base', 'set', 'variants', 'baseline', 'seeds', 'eval_iters', 'test_sets', 'parallel',
               'threads', 'prepare', 'crop_size', 'eval_weights'}
@@ -113,9 +113,11 @@ def load_study(path: str | Path) -> Study:
         OptionError: naming the study file and the key that is wrong.
     """
     path = Path(path)
+    if path.is_dir():
+        raise OptionError(f'{path} is a folder: give the study file (options/study/*.yml)')
     if not path.is_file():
         raise OptionError(f'{path}: no such study file')
-    raw = yaml.safe_load(path.read_text())
+    raw = read_option_file(path)
     where = str(path)
     if not isinstance(raw, dict):
         raise OptionError(f'{where}: a study file is a mapping of keys (name, base, variants, ...)')
@@ -124,6 +126,8 @@ def load_study(path: str | Path) -> Study:
         if not raw.get(key):
             raise OptionError(f'{where}: {key} is missing')
     base = (path.parent / str(raw['base'])).resolve()
+    if base.is_dir():
+        raise OptionError(f"{where}: base: {raw['base']} ({base}) is a folder, not a training YAML")
     if not base.is_file():
         raise OptionError(f"{where}: base: {raw['base']} ({base}) does not exist")
     variants = {}
@@ -237,7 +241,9 @@ def save_every(study: Study, total_iter: int) -> int:
 
 def run_options(study: Study, run: Run, root: Path) -> dict:
     """The BasicSR training options of ``run``: base, study edits, variant edits, seed and name."""
-    opt = yaml.safe_load(study.base.read_text())
+    opt = read_option_file(study.base)
+    if not isinstance(opt, dict) or not isinstance(opt.get('train'), dict):
+        raise OptionError(f'{study.path}: base: {study.base} is not a training YAML (no train: section)')
     where = f'{study.path}'
     for path, value in study.edits.items():
         set_path(opt, path, value, f'{where}: set')
@@ -256,7 +262,31 @@ def run_options(study: Study, run: Run, root: Path) -> dict:
         raise OptionError(f'{where}: eval_iters {late} are beyond train:total_iter {total}')
     opt['train']['total_iter'] = total
     opt.setdefault('logger', {})['save_checkpoint_freq'] = save_every(study, total)
+    check_run(opt, f'{where}: run {run.name} (variant {run.variant})')
     return absolute_paths(opt, root)
+
+
+def check_run(opt: dict, where: str) -> None:
+    """Check a generated run's options before any run of the study trains: a ``set:`` typo would otherwise
+    train, evaluate and be reported with the edit unused (BasicSR ignores keys it does not read), and an
+    IBSD option would fail only when its run starts, after others trained.
+
+    Raises:
+        OptionError: naming the run, its variant and the key.
+    """
+    from basicsr.utils.registry import ARCH_REGISTRY
+
+    from ibsd.models.ibsd_options import check_ibsd_options, check_registered
+    from ibsd.run_checks import check_crop_sizes, check_iteration_count, check_known_keys
+    try:
+        check_known_keys(opt)
+        check_iteration_count(opt.get('train'))
+        check_crop_sizes(opt)
+        check_registered(opt.get('network_g'), ARCH_REGISTRY, 'network_g')
+        if opt.get('model_type') == 'IBSDModel':
+            check_ibsd_options(deepcopy(opt))
+    except OptionError as error:
+        raise OptionError(f'{where}: {error}') from None
 
 
 def evaluated_weights(study: Study, train_opt: dict) -> str:
