@@ -185,3 +185,64 @@ def test_all_pairs_as_val_makes_an_evaluation_only_set(tmp_path, capsys):
     assert names(out / 'x2') == ['val_HR', 'val_LR'] and len(names(out / 'x2' / 'val_LR')) == 3
     error = refused(capsys, same_size(source, tmp_path / 'o2', '--val-count', '4'))
     assert '--val-count must be between 0 and 3' in error
+
+
+def kill_during_lmdb_write(monkeypatch) -> None:
+    """BasicSR's LMDB writer stops half-way, as a killed process does (its output stays on disk)."""
+    import basicsr.utils.lmdb_util as lmdb_util
+
+    def killed(folder, lmdb_path, *args, **kwargs):
+        os.makedirs(lmdb_path)
+        Path(lmdb_path, 'data.mdb').write_bytes(b'\0' * 4096)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lmdb_util, 'make_lmdb_from_imgs', killed)
+
+
+def killed_leftovers(out: Path) -> list[Path]:
+    """What SIGKILL during the LMDB write leaves (no clean-up runs): this version's partial LMDB, and the
+    ``tempfile`` folder of versions that wrote there."""
+    leftovers = [out / 'x2' / '.partial.train_HR.lmdb', out / 'x2' / 'tmpab12cd_9' / 'train_LR.lmdb']
+    for leftover in leftovers:
+        leftover.mkdir(parents=True)
+        (leftover / 'data.mdb').write_bytes(b'\0' * 4096)
+    return [leftovers[0], leftovers[1].parent]
+
+
+@pytest.mark.parametrize('rerun', [[], ['--overwrite']])
+def test_a_killed_lmdb_write_leaves_nothing_after_the_rerun(tmp_path, capsys, monkeypatch, rerun):
+    source, out = city(tmp_path / 'city'), tmp_path / 'out'
+    kill_during_lmdb_write(monkeypatch)
+    with pytest.raises(KeyboardInterrupt):
+        prepare(same_size(source, out, '--val-count', '1'))
+    monkeypatch.undo()
+    leftovers = killed_leftovers(out)
+    prepare(same_size(source, out, '--val-count', '1', *rerun))
+    assert names(out / 'x2') == ['train_HR', 'train_HR.lmdb', 'train_LR', 'train_LR.lmdb', 'val_HR', 'val_LR']
+    assert not any(p.exists() for p in leftovers)
+    assert lmdb_keys(out / 'x2' / 'train_HR.lmdb') == ['0.png', '1.png', '2.png']
+
+
+def test_an_interrupted_lmdb_write_removes_its_partial_folder(tmp_path, monkeypatch):
+    import basicsr.utils.lmdb_util as lmdb_util
+
+    from ibsd.data.real_pairs import write_lmdb
+    image(tmp_path / 'hr' / 'a.png', 16, 16, 0)
+
+    def failing(folder, lmdb_path, *args, **kwargs):
+        os.makedirs(lmdb_path)
+        raise OSError('disk full')
+
+    monkeypatch.setattr(lmdb_util, 'make_lmdb_from_imgs', failing)
+    with pytest.raises(OSError, match='disk full'):
+        write_lmdb(tmp_path / 'hr')
+    assert names(tmp_path) == ['hr']
+
+
+def test_a_scratch_folder_that_holds_other_files_is_left_alone(tmp_path):
+    from ibsd.data.real_pairs import remove_partial_lmdbs
+    keep = tmp_path / 'tmpab12cd_9'
+    (keep / 'train_HR.lmdb').mkdir(parents=True)
+    (keep / 'notes.txt').write_text('mine')
+    assert remove_partial_lmdbs(tmp_path / 'train_HR.lmdb') == 0
+    assert (keep / 'notes.txt').is_file()

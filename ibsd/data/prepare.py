@@ -30,7 +30,8 @@ from typing import Callable
 from tqdm import tqdm
 
 from ibsd.data.real_pairs import (Pair, PairError, drealsr_pairs, folder_pairs, plan_subimages, realsr_pairs,
-                                  suffix_pairs, temporary_png, write_lmdb, write_pairs, write_subimages)
+                                  remove_partial_lmdbs, suffix_pairs, temporary_png, write_lmdb, write_pairs,
+                                  write_subimages)
 
 MANIFEST_FORMAT = 1
 LMDB_FILES = ('data.mdb', 'lock.mdb', 'meta_info.txt')  # what BasicSR's make_lmdb_from_imgs writes
@@ -278,8 +279,7 @@ def unlisted_files(out: Path, job: Job) -> list[Path]:
         directory = out.joinpath(*PurePosixPath(folder).parts)
         if directory.is_dir():
             files += sorted(p for p in directory.glob('*.png') if p.is_file())
-        files += [p for p in (directory.with_name(directory.name + '.lmdb') / name for name in LMDB_FILES)
-                  if p.is_file()]
+        files += [p for p in (lmdb_target(out, folder) / name for name in LMDB_FILES) if p.is_file()]
     return files
 
 
@@ -337,8 +337,18 @@ def claim(out: Path, job: Job, overwrite: bool) -> dict:
                             f'{", ".join(job.folders)} and prepare again, or choose another --out.')
         if stale:
             print(f'--overwrite: deleted {delete(out, stale)} files without a manifest')
+    if overwrite:
+        removed = sum(remove_partial_lmdbs(lmdb_target(out, folder)) for folder in job.folders)
+        if removed:
+            print(f'--overwrite: deleted {removed} partial LMDB folder(s) of an interrupted run')
     _write_manifest(path, manifest)
     return manifest
+
+
+def lmdb_target(out: Path, folder: str) -> Path:
+    """The LMDB written for an output folder (``x2/train_HR`` -> ``<out>/x2/train_HR.lmdb``)."""
+    directory = out.joinpath(*PurePosixPath(folder).parts)
+    return directory.with_name(directory.name + '.lmdb')
 
 
 def run(args: argparse.Namespace) -> None:

@@ -24,7 +24,6 @@ import contextlib
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -136,25 +135,57 @@ def write_pairs(pairs: list[Pair], out: Path, split: str, scale: int, same_size:
     return hr_dir, lr_dir
 
 
+PARTIAL_LMDB = '.partial.{}'
+"""Where ``<name>.lmdb`` is written before it is moved into place (``.partial.train_HR.lmdb``: BasicSR's
+writer wants the ``.lmdb`` ending)."""
+OLD_SCRATCH = re.compile(r'^tmp[a-z0-9_]{8}$')
+"""Scratch folders of earlier versions (``tempfile``'s names), left behind when a write was killed."""
+
+
+def partial_lmdbs(target: Path) -> list[Path]:
+    """What a killed write of the LMDB ``target`` left beside it: this version's partial folder and the
+    ``tmpXXXXXXXX/`` scratch folders of earlier versions that hold only a copy of it."""
+    found = [target.with_name(PARTIAL_LMDB.format(target.name))]
+    if target.parent.is_dir():
+        found += sorted(folder for folder in target.parent.iterdir()
+                        if folder.is_dir() and OLD_SCRATCH.match(folder.name)
+                        and [p.name for p in folder.iterdir()] == [target.name])
+    return [path for path in found if path.exists()]
+
+
+def remove_partial_lmdbs(target: Path) -> int:
+    """Delete what :func:`partial_lmdbs` finds; returns how many folders were removed."""
+    leftovers = partial_lmdbs(target)
+    for folder in leftovers:
+        shutil.rmtree(folder)
+    return len(leftovers)
+
+
 def write_lmdb(folder: Path, names: list[str] | None = None) -> Path:
     """``<folder>.lmdb`` of the PNGs ``names`` in ``folder`` (default: all of them) with BasicSR's
-    ``make_lmdb_from_imgs``; kept if its ``meta_info.txt`` already lists exactly those images."""
+    ``make_lmdb_from_imgs``; kept if its ``meta_info.txt`` already lists exactly those images. It is written
+    to a partial folder beside it and moved into place, so a killed write never leaves a usable-looking
+    LMDB, and the partial folder of an earlier killed write is removed first."""
     from basicsr.utils.lmdb_util import make_lmdb_from_imgs
     target = folder.with_suffix('.lmdb')
+    remove_partial_lmdbs(target)
     names = sorted(names if names is not None else (p.name for p in folder.glob('*.png')))
     meta = target / 'meta_info.txt'
     if meta.is_file() and [line.split(' ')[0] for line in meta.read_text().splitlines()] == names:
         return target
     if target.exists():
         shutil.rmtree(target)
-    with tempfile.TemporaryDirectory(dir=folder.parent) as scratch:
-        partial = Path(scratch) / target.name
-        # BasicSR sizes the map from the first image only, too small when later ones are much larger
-        # (or all are tiny); the map is reserved address space, not disk
-        map_size = 10 * sum((folder / name).stat().st_size for name in names) + (64 << 20)
+    partial = target.with_name(PARTIAL_LMDB.format(target.name))
+    # BasicSR sizes the map from the first image only, too small when later ones are much larger
+    # (or all are tiny); the map is reserved address space, not disk
+    map_size = 10 * sum((folder / name).stat().st_size for name in names) + (64 << 20)
+    try:
         with open(os.devnull, 'w') as quiet, contextlib.redirect_stdout(quiet):
             make_lmdb_from_imgs(str(folder), str(partial), names, [Path(n).stem for n in names], map_size=map_size)
         os.replace(partial, target)
+    finally:
+        if partial.exists():
+            shutil.rmtree(partial)
     return target
 
 
