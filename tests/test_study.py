@@ -63,6 +63,15 @@ def test_variants_edit_the_base_and_the_plain_baseline_has_no_ibsd_key(tmp_path)
     ({'eval_iters': [8]}, 'eval_iters [8] are beyond train:total_iter 4'),
     ({'variants': {'L1': {}, 'WAV': {'remove': ['train:mi_otp']}}}, "variants:WAV: remove: 'train:mi_otp' is not in"),
     ({'sedes': [1]}, "unknown key 'sedes': did you mean 'seeds'"),
+    ({'variants': {'L1': {'plain': True, 'set': {'train:ema_decy': 0.999}}}},
+     "run tiny_L1_s0 (variant L1): train: unknown key 'ema_decy': did you mean 'ema_decay'?"),
+    ({'variants': {'L1': {'plain': True}, 'IBSD': {'set': {'datasets:train:gt_sise': 64}}}},
+     "run tiny_IBSD_s0 (variant IBSD): datasets:train: unknown key 'gt_sise': did you mean 'gt_size'?"),
+    ({'variants': {'L1': {'plain': True}, 'IBSD': {'set': {'train:ibsd:estimator_step': 5}}}},
+     "run tiny_IBSD_s0 (variant IBSD): train:ibsd: unknown key 'estimator_step': did you mean 'estimator_steps'?"),
+    ({'variants': {'L1': {'plain': True, 'set': {'train:mi_opt': {'type': 'IBCLUBLoss'}}}}},
+     'run tiny_L1_s0 (variant L1): train:mi_opt: read only by IBSDModel, and model_type SRModel ignores it'),
+    ({'base': '.'}, 'base: . ('),
 ])
 def test_a_bad_study_file_is_an_error_naming_the_key(tmp_path, changes, message):
     path = study_file(tmp_path, **changes)
@@ -189,3 +198,20 @@ def test_every_shipped_study_file_makes_valid_ibsd_options(path):
         if options['model_type'] == 'IBSDModel':
             check_ibsd_options(options)
         assert all(i < options['train']['total_iter'] for i in study.eval_iters)
+
+
+def test_every_run_is_checked_before_any_trains(tmp_path):
+    """A typo in the last variant stops the study before the first run starts."""
+    path = study_file(tmp_path, variants={'L1': {'plain': True}, 'IBSD': {'set': {'train:ibsd:estimator_step': 5}}})
+    result = subprocess.run([sys.executable, '-m', 'ibsd.study', str(path)], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert "did you mean 'estimator_steps'?" in result.stderr.strip().splitlines()[-1]
+    assert not (tmp_path / 'studies').exists()
+
+
+def test_invalid_yaml_in_a_study_file_names_file_and_line(tmp_path):
+    path = tmp_path / 'study.yml'
+    path.write_text('name: x\nvariants: {L1: {plain: true}\n')
+    with pytest.raises(OptionError, match=rf'^{path}:3:1: invalid YAML: .* at line 2, column 11\)$'):
+        load_study(path)
