@@ -11,6 +11,8 @@
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,7 +109,42 @@ def to_pixels(rgb: np.ndarray, alpha: np.ndarray | None, peak: int) -> np.ndarra
     return np.round(np.clip(stacked, 0., 1.) * peak).astype(dtype)
 
 
-def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
+PNG_SIGNATURE = b'\x89PNG\r\n\x1a\n'
+PNG_HEADER_END = len(PNG_SIGNATURE) + 25
+"""Where the first chunk after IHDR starts (signature, then IHDR: length, type, 13 bytes, CRC)."""
+
+
+def with_png_text(encoded: bytes, keyword: str, text: str) -> bytes:
+    """``encoded`` PNG bytes with a ``tEXt`` chunk ``keyword: text`` right after the header (PNG 1.2, 11.3.4.3)."""
+    data = keyword.encode('latin-1') + b'\0' + text.encode('latin-1')
+    chunk = struct.pack('>I', len(data)) + b'tEXt' + data + struct.pack('>I', zlib.crc32(b'tEXt' + data))
+    return encoded[:PNG_HEADER_END] + chunk + encoded[PNG_HEADER_END:]
+
+
+def png_text(path: str | os.PathLike, keyword: str) -> str | None:
+    """The ``tEXt`` value of ``keyword`` in a PNG file's chunks before its image data; None if absent or not a PNG."""
+    try:
+        with open(path, 'rb') as handle:
+            if handle.read(len(PNG_SIGNATURE)) != PNG_SIGNATURE:
+                return None
+            while True:
+                head = handle.read(8)
+                if len(head) < 8:
+                    return None
+                length, kind = struct.unpack('>I', head[:4])[0], head[4:]
+                if kind in (b'IDAT', b'IEND'):
+                    return None
+                data = handle.read(length)
+                handle.seek(4, os.SEEK_CUR)
+                if kind == b'tEXt':
+                    name, _, value = data.partition(b'\0')
+                    if name.decode('latin-1') == keyword:
+                        return value.decode('latin-1')
+    except OSError:
+        return None
+
+
+def write_png(path: str | os.PathLike, pixels: np.ndarray, text: dict[str, str] | None = None) -> None:
     """Write ``pixels`` (uint8 or uint16, 1, 3 or 4 channels, BGR order) as a PNG file.
 
     Raises:
@@ -123,10 +160,13 @@ def write_png(path: str | os.PathLike, pixels: np.ndarray) -> None:
         raise OSError(f'cannot encode {path} as PNG: {error}') from error
     if not ok:
         raise OSError(f'cannot encode {path} as PNG')
+    encoded = encoded.tobytes()
+    for keyword, value in (text or {}).items():
+        encoded = with_png_text(encoded, keyword, value)
     temporary = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
     try:
         with open(temporary, 'wb') as handle:
-            handle.write(encoded.tobytes())
+            handle.write(encoded)
         os.replace(temporary, path)
     except OSError as error:
         try:

@@ -34,11 +34,16 @@ import ibsd  # noqa: F401  (registers the archs)
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from ibsd.archs.checkpoint import CheckpointError, load_pretrained
-from ibsd.image_io import Picture, read_picture, to_pixels, write_png
+from ibsd.image_io import Picture, png_text, read_picture, to_pixels, write_png
 from ibsd.models.tiling import tiled_forward
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
 COMPARE_SUFFIX = 'compare'
+OUTPUT_MARK = ('Software', 'ibsd-infer')
+"""PNG ``tEXt`` chunk written into every output: a later run over the folder leaves them out."""
+MIN_TILE = 32
+"""Smallest ``--tile``: below it the context around each tile costs many times the tile (``--tile 1`` ran
+6 CPU minutes on a 120 px image)."""
 SCALE_KEYWORDS = ('upscale', 'scale', 'upscale_factor', 'upsampling')
 """Constructor keywords through which archs take their scale (IMDN/RFDN: ``upscale``; RRDBNet: ``scale``)."""
 AUTO_TILE_PIXELS = 512 * 512
@@ -65,6 +70,8 @@ def tile_option(value: str) -> str | int:
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number of pixels, got '{value}'") from None
     if tile < 0:
         raise argparse.ArgumentTypeError(f'must be >= 0, got {tile}')
+    if 0 < tile < MIN_TILE:
+        raise argparse.ArgumentTypeError(f'must be 0 (whole image) or at least {MIN_TILE} pixels, got {tile}')
     return tile
 
 
@@ -265,8 +272,11 @@ class Upscaler:
 
 
 def own_output(path: Path, suffix: str) -> bool:
-    """Whether ``path`` is named like an output of this command (``*_<suffix>.png``, ``*_compare.png``)."""
-    return path.name.endswith((f'_{suffix}.png', f'_{COMPARE_SUFFIX}.png'))
+    """Whether ``path`` is an output of this command: named like one (``*_<suffix>.png``, ``*_compare.png``)
+    or carrying the mark it writes into every PNG (so outputs of a run with another ``--suffix`` count too)."""
+    if path.name.endswith((f'_{suffix}.png', f'_{COMPARE_SUFFIX}.png')):
+        return True
+    return path.suffix.lower() == '.png' and png_text(path, OUTPUT_MARK[0]) == OUTPUT_MARK[1]
 
 
 def list_images(path: Path, suffix: str = 'sr') -> tuple[list[Path], list[Path]]:
@@ -345,12 +355,13 @@ def process(job: Job, upscaler: Upscaler, alpha_mode: str, log) -> None:
         log(f'{job.source.name}: network input {width}x{height} is above {AUTO_TILE_PIXELS} pixels, running tiles '
             f'of {tile} px with {upscaler.tile_pad} px context (--tile 0: whole image)')
     rgb, alpha = upscale_picture(upscaler, picture, alpha_mode)
-    write_png(job.target, to_pixels(rgb, alpha, picture.peak))
+    write_png(job.target, to_pixels(rgb, alpha, picture.peak), dict([OUTPUT_MARK]))
     if job.compare is not None:
         lr = picture.rgb if picture.alpha is None else np.dstack([picture.rgb, picture.alpha])
         sr = rgb if alpha is None else np.dstack([rgb, alpha])
         both = side_by_side(lr, sr)
-        write_png(job.compare, to_pixels(both[:, :, :3], both[:, :, 3] if alpha is not None else None, picture.peak))
+        write_png(job.compare, to_pixels(both[:, :, :3], both[:, :, 3] if alpha is not None else None, picture.peak),
+                  dict([OUTPUT_MARK]))
 
 
 def select_device(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
@@ -396,8 +407,8 @@ def run(args: argparse.Namespace) -> int:
     device, dtype = select_device(args)
     images, outputs = list_images(Path(args.input), args.suffix)
     if outputs:
-        log(f'left out {len(outputs)} files named *_{args.suffix}.png or *_{COMPARE_SUFFIX}.png in {args.input} '
-            f'(outputs of ibsd-infer; give one as -i, or use another --suffix, to upscale it)')
+        log(f'left out {len(outputs)} outputs of ibsd-infer in {args.input} (named *_{args.suffix}.png or '
+            f'*_{COMPARE_SUFFIX}.png, or marked in the PNG; give one as -i to upscale it)')
     upscaler = prepare(args, device, dtype, log)
     out_dir = Path(args.output) if args.output else None
     if out_dir:

@@ -172,11 +172,34 @@ def test_rerun_without_output_folder_leaves_own_outputs_alone(tmp_path, capsys):
     for run in range(2):
         status, stdout, stderr = infer_here(capsys, '-i', folder, '--model-path', model, '--compare', *NEAREST)
         assert status == 0 and '2 of 2 images written' in stdout
-    assert 'left out 4 files named *_sr.png or *_compare.png' in stderr
+    assert 'left out 4 outputs of ibsd-infer' in stderr
     assert sorted(p.name for p in folder.iterdir()) == [
         'a.png', 'a_compare.png', 'a_sr.png', 'b.jpg', 'b_compare.png', 'b_sr.png']
     status, stdout, _ = infer_here(capsys, '-i', folder / 'a_sr.png', '--model-path', model, *NEAREST)
     assert status == 0 and (folder / 'a_sr_sr.png').exists()  # named explicitly, it is upscaled
+
+
+def test_outputs_of_a_run_with_another_suffix_are_not_upscaled_again(tmp_path, capsys):
+    from ibsd.image_io import png_text
+    folder = tmp_path / 'photos'
+    folder.mkdir()
+    cv2.imwrite(str(folder / 'a.png'), np.full((16, 20, 3), 60, np.uint8))
+    model = nearest_rfdn(tmp_path / 'nearest.pth')
+    status, _, _ = infer_here(capsys, '-i', folder, '--model-path', model, '--suffix', 'x4', *NEAREST)
+    assert status == 0 and png_text(folder / 'a_x4.png', 'Software') == 'ibsd-infer'
+    assert cv2.imread(str(folder / 'a_x4.png')).shape == (64, 80, 3)  # the mark leaves a valid PNG
+    status, stdout, stderr = infer_here(capsys, '-i', folder, '--model-path', model, '--suffix', 'big', *NEAREST)
+    assert status == 0 and '1 of 1 images written' in stdout and 'left out 1 outputs of ibsd-infer' in stderr
+    assert sorted(p.name for p in folder.iterdir()) == ['a.png', 'a_big.png', 'a_x4.png']
+    assert png_text(folder / 'a.png', 'Software') is None
+
+
+@pytest.mark.parametrize('tile', ['1', '31'])
+def test_a_tile_below_the_minimum_is_refused(tmp_path, capsys, tile):
+    with pytest.raises(SystemExit) as exit_info:
+        infer.parse_args(['-i', str(tmp_path), '--model-path', 'm.pth', '--arch', 'IMDN', '--tile', tile])
+    assert exit_info.value.code == 2
+    assert f'must be 0 (whole image) or at least 32 pixels, got {tile}' in capsys.readouterr().err
 
 
 def test_same_stem_inputs_keep_their_extension(tmp_path, capsys):
