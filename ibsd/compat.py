@@ -188,22 +188,29 @@ WRITE_RETRY_PAUSE_S = 0.5
 def write_failure_reason(error: Exception, obj: Any, folder: str) -> str:
     """Why a ``torch.save`` failed, in words: a full disk shows as torch's ``unexpected pos 1234 vs 5678``."""
     import errno
-    import io
     import shutil
-
-    import torch
     if isinstance(error, OSError) and error.errno == errno.ENOSPC:
         return f'no space left on device ({error})'
     try:
         free = shutil.disk_usage(folder).free
     except OSError:
         return str(error)
-    size = io.BytesIO()
-    torch.save(obj, size)
-    if size.tell() > free:
-        return (f'no space left on device: it takes {size.tell() / 2**20:.1f} MiB and {folder} has '
-                f'{free / 2**20:.1f} MiB free')
+    size = tensor_bytes(obj)
+    if size > free:
+        return f'no space left on device: it takes {size / 2**20:.1f} MiB and {folder} has {free / 2**20:.1f} MiB free'
     return str(error)
+
+
+def tensor_bytes(obj: Any) -> int:
+    """Bytes of the tensors in a (nested) checkpoint: about what ``torch.save`` writes."""
+    import torch
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, dict):
+        return sum(tensor_bytes(value) for value in obj.values())
+    if isinstance(obj, (list, tuple)):
+        return sum(tensor_bytes(value) for value in obj)
+    return 0
 
 
 def write_atomically(obj: Any, path: str, what: str = 'checkpoint') -> None:
