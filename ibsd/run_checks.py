@@ -76,9 +76,8 @@ def check_path_keys(path_opt: Any) -> None:
     for key in path_opt:
         if key in known or PATH_KEY_FAMILIES.match(str(key)):
             continue
-        candidates = known | {'pretrain_network_g', 'pretrain_network_d'}
-        near = near_miss(str(key), candidates)
-        hint = f"did you mean '{near}'?" if near else f'valid keys: {sorted(candidates - {"root"})}'
+        near = near_miss(str(key), known)
+        hint = f"did you mean '{near}'?" if near else f'valid keys: {sorted(known - {"root"})}'
         raise OptionError(f"path: unknown key '{key}': {hint} (BasicSR would make a folder named after its value)")
 
 
