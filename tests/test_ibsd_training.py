@@ -116,11 +116,13 @@ def test_two_process_ddp_training_resumes_each_rank_exactly(workdir):
     """2-process DDP on CPU, IBSD included: 3 + 5 resumed iterations equal 8 uninterrupted ones.
 
     The state at iteration 3 falls mid-epoch; each rank must get its own random streams back (a
-    state with rank 0's streams on both ranks diverges) and its place in the epoch.
+    state with rank 0's streams on both ranks diverges) and its place in the epoch. The IB terms
+    sample half of the positions, from a stream of each rank's own.
     """
     def options(name: str, total_iter: int) -> Path:
         opt = ibsd_options(name, workdir / 'data', total_iter)
         opt['train']['mi_opt']['mode'] = 'full'
+        opt['train']['ibsd'] = {'positions': 0.5}
         opt['logger']['save_checkpoint_freq'] = 3  # 2 iterations per epoch on each of 2 ranks: mid-epoch states
         return write_yaml(workdir / f'{name}.yml', opt)
 
@@ -129,6 +131,7 @@ def test_two_process_ddp_training_resumes_each_rank_exactly(workdir):
     state = torch.load(workdir / 'experiments' / 'ddp' / 'training_states' / '6.state', weights_only=False)
     per_rank = state['ibsd']['random']
     assert len(per_rank) == 2 and not torch.equal(per_rank[0]['torch'], per_rank[1]['torch'])
+    assert not torch.equal(per_rank[0]['positions']['generator'], per_rank[1]['positions']['generator'])
 
     halves = options('ddp_halves', 3)
     torchrun(workdir, halves)

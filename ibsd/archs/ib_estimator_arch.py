@@ -82,10 +82,18 @@ class LaplaceConditional(nn.Module):
         self.scale_factor = scale_factor
         self.scale_eps = scale_eps
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(mu, b) [B, C_y, H, W]; b in float32 at least, whatever the input dtype (autocast included)."""
+    def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mu, b) [B, C_y, H, W]; b in float32 at least, whatever the input dtype (autocast included).
+
+        With ``positions`` (flat indices into the H x W map) only those positions are predicted,
+        as [B, C_y, 1, n]; the dynamic term's kernels still pool the whole map.
+        """
         batch, _, height, width = x.shape
-        flat = x.flatten(2)  # [B, C_x, HW]
+        whole = x.flatten(2)  # [B, C_x, HW]
+        flat = whole
+        if positions is not None:
+            flat = whole.index_select(2, positions)  # [B, C_x, n]
+            height, width = 1, positions.numel()
         hidden = torch.matmul(self._stacked('weight', 0).flatten(1), flat)  # [B, 2 C_y, HW]
         dtype = hidden.dtype  # the input's, or autocast's: parameters follow it, so nothing is promoted
         hidden = hidden + self._stacked('bias', 0).to(dtype)[:, None]
@@ -93,7 +101,7 @@ class LaplaceConditional(nn.Module):
         hidden = F.prelu(hidden, slopes.to(dtype))
         second = self._stacked('weight', 2).view(2, self.y_channels, self.y_channels)
         heads = torch.matmul(second, hidden.view(batch, 2, self.y_channels, -1))  # [B, 2, C_y, HW]
-        pooled = flat.mean(dim=2)
+        pooled = whole.mean(dim=2)
         kernels = torch.stack([dynamic.kernels(pooled) for dynamic in self.dynamics], dim=1)  # [B, 2, C_x]
         dynamic = torch.bmm(kernels.to(flat.dtype), flat).unsqueeze(2)  # [B, 2, 1, HW]
         out = heads + (self._stacked('bias', 2).view(1, 2, self.y_channels, 1) + dynamic).to(heads.dtype)
@@ -138,8 +146,13 @@ class IBEstimator(nn.Module):
             LaplaceConditional(x_ch, y_ch, scale_factor, scale_eps)
             for y_ch, x_ch in zip(self.channels[:-1], self.channels[1:]))
 
-    def forward(self, nodes: Sequence[torch.Tensor]) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(mu_k, b_k) of q(f_{k-1} | f_k) for k = 1..K."""
+    def forward(self, nodes: Sequence[torch.Tensor], positions: Sequence[torch.Tensor | None] | None = None
+                ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(mu_k, b_k) of q(f_{k-1} | f_k) for k = 1..K; ``positions[k-1]``, when given, restricts pair k
+        to those flat positions (see :meth:`LaplaceConditional.forward`)."""
         if len(nodes) != len(self.channels):
             raise ValueError(f'IBEstimator was built for {len(self.channels)} nodes, got {len(nodes)}')
-        return [pair(x) for pair, x in zip(self.pairs, nodes[1:])]
+        positions = [None] * len(self.pairs) if positions is None else list(positions)
+        if len(positions) != len(self.pairs):
+            raise ValueError(f'IBEstimator has {len(self.pairs)} node pairs, got {len(positions)} position sets')
+        return [pair(x, where) for pair, x, where in zip(self.pairs, nodes[1:], positions)]

@@ -22,7 +22,7 @@ Both losses compute in float32 whatever the dtype of their inputs (bf16 autocast
 """
 from __future__ import annotations
 
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,21 @@ def reduction_factor(shape: torch.Size, reduction: str, authors_axis: int = AUTH
     if reduction == 'authors':
         return shape[authors_axis] / count
     raise ValueError(f"reduction must be one of {REDUCTIONS}, got '{reduction}'")
+
+
+def estimate_factor(shape: torch.Size, reduction: str, authors_axis: int = AUTHORS_BOUND_AXIS,
+                    node_shape: Sequence[int] | None = None) -> float:
+    """The reduction's factor for terms of ``shape`` [B, C, h, w]. With ``node_shape`` [B, C, H, W] the
+    terms are a sample of h * w of the node's H * W positions (``train: ibsd: positions``): the factor
+    is the whole node's, times H * W / (h * w), so that the reduced sum is an unbiased estimate of
+    the whole node's reduced sum."""
+    if node_shape is None:
+        return reduction_factor(shape, reduction, authors_axis)
+    node_shape = torch.Size(node_shape)
+    if len(node_shape) != len(shape) or node_shape[:2] != shape[:2]:
+        raise ValueError(f'sampled terms {tuple(shape)} do not come from a node of shape {tuple(node_shape)}')
+    sampled = shape[2:].numel()
+    return reduction_factor(node_shape, reduction, authors_axis) * node_shape[2:].numel() / sampled
 
 
 def at_least_float32(*tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
@@ -232,18 +247,21 @@ class IBCLUBLoss(nn.Module):
         self.mode = _check_choice('mode', mode, CLUB_MODES)
         self.generator: torch.Generator | None = None  # the sampled mode's own random stream, if set
 
-    def forward(self, mu: torch.Tensor, scale: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, mu: torch.Tensor, scale: torch.Tensor, y: torch.Tensor,
+                node_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """The weighted bound; ``node_shape``: the whole node's shape when the inputs hold a sample of
+        its positions (see :func:`estimate_factor`)."""
         mu, scale, y = at_least_float32(mu, scale, y)
+        factor = estimate_factor(mu.shape, self.reduction, node_shape=node_shape)
         if self.mode == 'full' and mu.shape[0] <= BROADCAST_MAX_BATCH and mu.shape == y.shape == scale.shape:
-            total = _FullCLUBSum.apply(mu, scale, y)
-            return self.loss_weight * reduction_factor(mu.shape, self.reduction) * total
+            return self.loss_weight * factor * _FullCLUBSum.apply(mu, scale, y)
         positive = (mu - y).abs()
         if self.mode == 'full':
             negative = mean_abs_deviation_across_batch(mu, y)
         else:
             partners = torch.randperm(y.shape[0], generator=self.generator).to(y.device)
             negative = (mu - y[partners]).abs()
-        return self.loss_weight * reduce_elements((negative - positive) / scale, self.reduction)
+        return self.loss_weight * (factor * ((negative - positive) / scale).sum())
 
 
 @LOSS_REGISTRY.register()
@@ -261,10 +279,13 @@ class LaplaceNLLLoss(nn.Module):
         self.loss_weight = loss_weight
         self.reduction = _check_choice('reduction', reduction, REDUCTIONS)
 
-    def forward(self, mu: torch.Tensor, scale: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, mu: torch.Tensor, scale: torch.Tensor, y: torch.Tensor,
+                node_shape: Sequence[int] | None = None) -> torch.Tensor:
+        """The weighted NLL; ``node_shape``: the whole node's shape when the inputs hold a sample of its
+        positions (see :func:`estimate_factor`)."""
         mu, scale, y = at_least_float32(mu, scale, y)
         if not mu.shape == y.shape == scale.shape:
             raise ValueError(f'mu {tuple(mu.shape)}, scale {tuple(scale.shape)} and y {tuple(y.shape)} must have '
                              'one shape')
-        factor = reduction_factor(mu.shape, self.reduction, authors_axis=AUTHORS_NLL_AXIS)
+        factor = estimate_factor(mu.shape, self.reduction, AUTHORS_NLL_AXIS, node_shape)
         return self.loss_weight * factor * _LaplaceNLLSum.apply(mu, scale, y)

@@ -14,6 +14,7 @@ continues as the uninterrupted one would.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import random
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from ibsd.models.component_outputs import ComponentOutputs
 from ibsd.models.divergence_guard import DEFAULT_MAX_BAD_STEPS, DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
 from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms
+from ibsd.models.position_sampling import PositionSampler, select_positions, stream_seed
 from ibsd.models.soft_target import ProgressiveSoftTarget
 from ibsd.models.tiled_sr_model import TiledSRModel
 
@@ -79,9 +81,12 @@ def set_random_states(states: dict) -> None:
             torch.cuda.set_rng_state(cuda.cpu())
 
 
-def gather_random_states(opt: Mapping) -> list[dict]:
-    """Every rank's random states, in rank order (on every rank; one collective under DDP)."""
-    states = random_states()
+def gather_random_states(opt: Mapping, own: Mapping | None = None) -> list[dict]:
+    """Every rank's random states, in rank order (on every rank; one collective under DDP).
+
+    ``own``: this rank's further streams (e.g. the position sampler's), gathered with the others.
+    """
+    states = {**random_states(), **(own or {})}
     if not (opt.get('dist') and dist.is_available() and dist.is_initialized()):
         return [states]
     gathered: list = [None] * dist.get_world_size()
@@ -179,6 +184,10 @@ class IBSDModel(TiledSRModel):
             est_opt = deepcopy(train_opt.get('est_opt') or {'type': 'LaplaceNLLLoss',
                                                             'reduction': getattr(self.cri_mi, 'reduction', 'mean')})
             self.cri_est = build_loss(est_opt).to(self.device)
+            self.position_sampler = self._build_position_sampler(float(ibsd_opt.get('positions', 1.0)))
+        elif float(ibsd_opt.get('positions', 1.0)) < 1:
+            get_root_logger().warning('train:ibsd:positions has no effect without train:mi_opt (it samples the '
+                                      'positions of the IB terms only)')
         self.cri_wav = build_loss(deepcopy(train_opt['wavelet_opt'])).to(self.device) \
             if train_opt.get('wavelet_opt') else None
         self.soft_target = self._build_soft_target(train_opt.get('soft_target') or {}) if self.cri_wav else None
@@ -237,6 +246,21 @@ class IBSDModel(TiledSRModel):
         self.net_est.train()
         get_root_logger().info(f'IBSD nodes {self.node_recorder.nodes} with channels {channels}')
 
+    def _build_position_sampler(self, fraction: float) -> PositionSampler:
+        """``train: ibsd: positions``: the IB terms on a random fraction of the positions (1: all, exact)."""
+        sampler = PositionSampler(fraction, stream_seed(self.opt.get('manual_seed'), self.opt.get('rank', 0)))
+        if sampler.exact:
+            return sampler
+        takers = {'network_est': (self.get_bare_model(self.net_est).forward, 'positions'),
+                  'train:mi_opt': (self.cri_mi.forward, 'node_shape'),
+                  'train:est_opt': (self.cri_est.forward, 'node_shape')}
+        for where, (method, argument) in takers.items():
+            if argument not in inspect.signature(method).parameters:
+                raise OptionError(f'train:ibsd:positions {fraction:g} needs {where} to take a {argument!r} '
+                                  f'argument, which {type(method.__self__).__name__}.forward does not; '
+                                  'use the built-in IBEstimator / IBCLUBLoss / LaplaceNLLLoss or positions: 1')
+        return sampler
+
     def _build_soft_target(self, options: dict) -> ProgressiveSoftTarget:
         total_iter = int(self.opt['train'].get('total_iter', 1))
         refresh = options.get('refresh_iters')
@@ -270,11 +294,26 @@ class IBSDModel(TiledSRModel):
     def _estimator_terms(self, estimator, loss, nodes: list[torch.Tensor], log_as: str | None = None) -> torch.Tensor:
         """sum_k loss(q(f_{k-1} | f_k), f_{k-1}); with ``train: ibsd: log_pairs`` each pair's term is also
         logged as ``<log_as>_k`` (k = 1 for the first pair), divided by the loss weight."""
-        terms = [loss(mu, scale, y) for (mu, scale), y in zip(estimator(nodes), nodes[:-1])]
+        positions = self._draw_positions(nodes)
+        if positions is None:
+            terms = [loss(mu, scale, y) for (mu, scale), y in zip(estimator(nodes), nodes[:-1])]
+        else:  # an unbiased estimate from a sample of each pair's positions
+            terms = [loss(mu, scale, select_positions(y, where), node_shape=y.shape)
+                     for (mu, scale), y, where in zip(estimator(nodes, positions), nodes[:-1], positions)]
         if log_as is not None and self.log_pairs:
             weight = float(getattr(loss, 'loss_weight', 1.0)) or 1.0
             self._pair_terms.update({f'{log_as}_{k}': term.detach() / weight for k, term in enumerate(terms, 1)})
         return sum(terms)
+
+    def _draw_positions(self, nodes: list[torch.Tensor]) -> list[torch.Tensor] | None:
+        """One subset of positions per node pair (``train: ibsd: positions``); ``None`` when exact."""
+        if self.position_sampler.exact:
+            return None
+        for k, (y, x) in enumerate(zip(nodes[:-1], nodes[1:]), 1):
+            if y.shape[-2:] != x.shape[-2:]:
+                raise ValueError(f'train:ibsd:positions: node pair {k} has maps of sizes {tuple(y.shape[-2:])} and '
+                                 f'{tuple(x.shape[-2:])}; position sampling needs one spatial size per pair')
+        return [self.position_sampler.draw(x.shape[-2], x.shape[-1], x.device) for x in nodes[1:]]
 
     def _update_estimators(self, nodes: list[torch.Tensor]) -> torch.Tensor:
         """Maximise log q(f_{k-1} | f_k) on detached nodes (the CLUB protocol)."""
@@ -415,7 +454,8 @@ class IBSDModel(TiledSRModel):
         """
         if current_iter == -1:
             return
-        random_streams = gather_random_states(self.opt)  # a collective: every rank takes part
+        own = {'positions': self.position_sampler.state_dict()} if self._samples_positions else None
+        random_streams = gather_random_states(self.opt, own)  # a collective: every rank takes part
         if self.opt.get('rank', 0) != 0:
             return
         extras = {**self.training_extras(), 'random': random_streams}
@@ -437,3 +477,10 @@ class IBSDModel(TiledSRModel):
         states = pick_random_states(extras['random'], self.opt.get('rank', 0)) if 'random' in extras else None
         if states is not None:
             set_random_states(states)
+            if self._samples_positions and 'positions' in states:
+                self.position_sampler.load_state_dict(states['positions'])
+
+    @property
+    def _samples_positions(self) -> bool:
+        sampler = getattr(self, 'position_sampler', None)
+        return sampler is not None and not sampler.exact

@@ -13,6 +13,8 @@ import inspect
 import math
 from typing import Any, Iterable, Mapping
 
+from ibsd.models.position_sampling import check_fraction
+
 IBSD_TRAIN_KEYS = frozenset({'mi_opt', 'est_opt', 'wavelet_opt', 'optim_est', 'scheduler_est', 'ibsd', 'soft_target',
                              'amp'})
 BASICSR_TRAIN_KEYS = frozenset({
@@ -21,7 +23,7 @@ BASICSR_TRAIN_KEYS = frozenset({
     'lr_flow', 'dcn_lr_mul', 'tsa_iter', 'r1_reg_weight', 'path_reg_weight', 'net_g_reg_every', 'net_d_reg_every',
     'mixing_prob', 'path_batch_shrink', 'gan_gp_weight'})
 LOOP_KEYS = {'nodes': 'nodes', 'estimator_steps': 'int', 'grad_clip_norm': 'float?', 'max_bad_steps': 'int',
-             'log_pairs': 'bool'}
+             'log_pairs': 'bool', 'positions': 'float'}
 SOFT_TARGET_KEYS = {'source': 'str', 'alpha_max': 'float', 'ramp_iters': 'int?', 'refresh_iters': 'int?',
                     'start_iters': 'int?'}
 SCHEDULER_KEYS = {'type': 'str', 'milestones': 'ints', 'gamma': 'float', 'restart_weights': 'floats',
@@ -223,6 +225,11 @@ def check_ibsd_options(opt: dict) -> dict:
     _reject_near_misses(opt, ['network_est'], BASICSR_TOP_KEYS, 'options')
     if 'ibsd' in train:
         train['ibsd'] = check_section(train['ibsd'], LOOP_KEYS, 'train:ibsd')
+        if 'positions' in train['ibsd']:
+            try:
+                check_fraction(train['ibsd']['positions'])
+            except ValueError as error:
+                raise OptionError(str(error)) from None
     if 'soft_target' in train:
         train['soft_target'] = check_section(train['soft_target'], SOFT_TARGET_KEYS, 'train:soft_target')
     for key in LOSS_SECTIONS:
@@ -262,6 +269,9 @@ def describe_terms(opt: Mapping, nodes: list[str] | None) -> str:
         est = opt.get('network_est') or {'type': 'IBEstimator'}
         lr = (train.get('optim_est') or train.get('optim_g') or {}).get('lr')
         parts[-1] += f" over nodes {nodes}, estimator {est['type']} lr {lr}"
+        positions = float((train.get('ibsd') or {}).get('positions', 1.0))
+        if positions < 1:
+            parts[-1] += f', on a random {positions:g} of the positions per step'
     parts.append(term('wavelet_opt', 'wavelet'))
     if train.get('wavelet_opt'):
         soft = train.get('soft_target') or {}
