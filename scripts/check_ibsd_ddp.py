@@ -24,13 +24,15 @@ import ibsd  # noqa: F401  (registers the archs, losses and models; patches basi
 from basicsr.models import build_model
 
 
-def options(device: str, amp: str | None, folder: str, rank: int, world_size: int, mode: str = 'full') -> dict:
+def options(device: str, amp: str | None, folder: str, rank: int, world_size: int, mode: str = 'full',
+            positions: float = 1.0) -> dict:
     train = {'ema_decay': 0.999, 'optim_g': {'type': 'Adam', 'lr': 2e-4}, 'total_iter': 100,
              'scheduler': {'type': 'MultiStepLR', 'milestones': [50], 'gamma': 0.5},
              'pixel_opt': {'type': 'L1Loss', 'loss_weight': 1.0},
              'mi_opt': {'type': 'IBCLUBLoss', 'loss_weight': 1e-3, 'mode': mode},
              'wavelet_opt': {'type': 'WaveletHFLoss', 'loss_weight': 1.0},
-             'soft_target': {'source': 'snapshot', 'refresh_iters': 2, 'ramp_iters': 4}}
+             'soft_target': {'source': 'snapshot', 'refresh_iters': 2, 'ramp_iters': 4},
+             'ibsd': {'positions': positions}}
     if amp:
         train['amp'] = amp
     return {'name': 'ddp_check', 'model_type': 'IBSDModel', 'scale': 4, 'num_gpu': 1 if device == 'cuda' else 0,
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument('--amp', default=None, choices=('bf16',))
     parser.add_argument('--iters', type=int, default=6)
     parser.add_argument('--club', default='full', choices=('full', 'sampled'))
+    parser.add_argument('--positions', type=float, default=1.0, help='train:ibsd:positions (default: 1, exact)')
     args = parser.parse_args()
     rank, world_size = int(os.environ['RANK']), int(os.environ['WORLD_SIZE'])
     backend = 'gloo'
@@ -95,11 +98,11 @@ def main() -> None:
     folder = shared[0]
 
     torch.manual_seed(0)  # the same initial weights in every run: float32 and bf16 runs compare
-    model = build_model(options(args.device, args.amp, folder, rank, world_size, args.club))
+    model = build_model(options(args.device, args.amp, folder, rank, world_size, args.club, args.positions))
     name = torch.cuda.get_device_name(device) if device.type == 'cuda' else 'CPU'
     check(isinstance(model.net_g, torch.nn.parallel.DistributedDataParallel),
           f'student wrapped in DDP ({world_size} ranks, {backend}, {name}, amp {args.amp or "off"}, '
-          f'CLUB {args.club})')
+          f'CLUB {args.club}, positions {args.positions:g})')
     torch.manual_seed(1 + rank)  # each rank its own batches, as BasicSR seeds seed + rank
     log = train(model, range(1, args.iters + 1), device)
     check(all(torch.isfinite(torch.tensor(v)) for v in log.values()), f'finite log after {args.iters} iterations: '

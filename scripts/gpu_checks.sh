@@ -10,12 +10,13 @@ log=${OUT:-/tmp}/gpu_checks.txt
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
   "$python" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda)'
   port=29531
-  for variant in "" "--amp bf16" "--club sampled"; do
+  for variant in "" "--amp bf16" "--club sampled" "--positions 0.25" "--positions 0.25 --amp bf16"; do
     # shellcheck disable=SC2086
     "$python" -m torch.distributed.run --nproc_per_node 2 --master_addr 127.0.0.1 --master_port $port \
       scripts/check_ibsd_ddp.py --device cuda $variant 2>&1 | grep -vE ' (INFO|WARNING): |^\s*$'
     port=$((port + 1))
   done
-  "$python" scripts/benchmark_ibsd_step.py --device cuda --repeats 20 --warmup 5
-  "$python" scripts/benchmark_ibsd_step.py --device cuda --repeats 20 --warmup 5 --amp bf16
+  "$python" scripts/benchmark_ibsd_step.py --device cuda --repeats 20 --warmup 5 --positions 1 0.5 0.25 0.125
+  "$python" scripts/benchmark_ibsd_step.py --device cuda --repeats 20 --warmup 5 --positions 1 0.5 0.25 0.125 \
+    --amp bf16
 } 2>&1 | tee "$log"
