@@ -118,7 +118,7 @@ def main() -> None:
     check(len(state['ibsd']['random']) == world_size, f'training state holds {world_size} ranks\' random states')
     continued = range(args.iters + 1, args.iters + 3)
     train(model, continued, device)  # draws its batches from the streams saved above
-    resumed = build_model(options(args.device, args.amp, folder, rank, world_size, args.club))
+    resumed = build_model(options(args.device, args.amp, folder, rank, world_size, args.club, args.positions))
     resumed.get_bare_model(resumed.net_g).load_state_dict(state_student)
     resumed.net_g_ema.load_state_dict(state_ema)
     resumed.resume_training(state)  # every rank gets its own streams back: the same batches again
@@ -126,6 +126,9 @@ def main() -> None:
     difference = (flat_weights(model.net_g) - flat_weights(resumed.net_g)).abs().max().item()
     check(difference <= (0 if args.device == 'cpu' else 1e-4),
           f'resumed run continues as the original (max weight difference {difference:.3g})')
+    difference = (flat_weights(model.net_est) - flat_weights(resumed.net_est)).abs().max().item()
+    check(difference <= (0 if args.device == 'cpu' else 1e-4),
+          f'resumed estimators continue as the original (max weight difference {difference:.3g})')
     check(same_on_all_ranks(flat_weights(resumed.net_g)), 'resumed student identical on all ranks')
     dist.destroy_process_group()
 

@@ -15,6 +15,7 @@ from tests.test_ibsd_model import feed, make_opt
 from tests.test_ibsd_step_safety import cpu_bf16
 
 LOSSES = {'bound': lambda reduction: IBCLUBLoss(reduction=reduction),
+          'sampled bound': lambda reduction: IBCLUBLoss(reduction=reduction, mode='sampled'),
           'nll': lambda reduction: LaplaceNLLLoss(reduction=reduction)}
 
 
@@ -32,17 +33,24 @@ def test_sample_sizes_round_up_and_keep_at_least_one_position():
 
 @pytest.mark.parametrize('loss', sorted(LOSSES))
 @pytest.mark.parametrize('reduction', REDUCTIONS)
-def test_single_positions_average_exactly_to_the_full_loss_and_gradients(loss, reduction):
+@pytest.mark.parametrize('batch', [4, 33])  # 33: above BROADCAST_MAX_BATCH, the bound's sorting kernel
+def test_single_positions_average_exactly_to_the_full_loss_and_gradients(loss, reduction, batch):
     """With one position per draw every subset can be enumerated: their mean is the expectation."""
     criterion = LOSSES[loss](reduction)
-    mu, scale, y = (t.double().requires_grad_() for t in random_terms())
-    full = criterion(mu, scale, y)
+    criterion.generator = torch.Generator()  # the sampled bound's partners: the same draw in every call
+
+    def evaluate(*tensors, **kwargs):
+        criterion.generator.manual_seed(5)
+        return criterion(*tensors, **kwargs)
+
+    mu, scale, y = (t.double().requires_grad_() for t in random_terms(shape=(batch, 3, 5, 6)))
+    full = evaluate(mu, scale, y)
     full_grads = torch.autograd.grad(full, (mu, scale, y))
     positions = mu.shape[2] * mu.shape[3]
     total, grads = 0, [torch.zeros_like(t) for t in (mu, scale, y)]
     for s in range(positions):
         where = torch.tensor([s])
-        value = criterion(*(select_positions(t, where) for t in (mu, scale, y)), node_shape=mu.shape)
+        value = evaluate(*(select_positions(t, where) for t in (mu, scale, y)), node_shape=mu.shape)
         total = total + value.detach()
         for accumulated, grad in zip(grads, torch.autograd.grad(value, (mu, scale, y))):
             accumulated += grad
@@ -50,7 +58,7 @@ def test_single_positions_average_exactly_to_the_full_loss_and_gradients(loss, r
     for mean, exact in zip(grads, full_grads):
         torch.testing.assert_close(mean / positions, exact, rtol=1e-10, atol=1e-14)
     if reduction == 'sum':  # a sample reduced as if it were the whole node is off by H * W / n
-        unscaled = sum(criterion(*(select_positions(t, torch.tensor([s])) for t in (mu, scale, y))).item()
+        unscaled = sum(evaluate(*(select_positions(t, torch.tensor([s])) for t in (mu, scale, y))).item()
                        for s in range(positions)) / positions
         assert unscaled * positions == pytest.approx(full.item(), rel=1e-9)
 
@@ -100,6 +108,7 @@ def node_tensors(model, batch: int = 4, size: int = 8) -> list[torch.Tensor]:
 
 def test_sampled_bound_and_nll_estimate_the_exact_ones_without_bias(tmp_path):
     """Mean over 600 draws of p = 0.25 within 4 standard errors of the exact value and node gradients."""
+    torch.manual_seed(0)
     model = sampled_model(tmp_path, 0.25)
     nodes = node_tensors(model)
 
@@ -237,7 +246,7 @@ def test_ranks_draw_their_own_subsets(tmp_path):
                                             ('2.5e-1', None)])
 def test_positions_option_is_checked(tmp_path, value, message):
     opt = make_opt(tmp_path, ibsd={'positions': value})
-    if message is None:  # a number PyYAML read as a string
+    if message is None:  # a number written as a string (PyYAML reads 1e-1 so)
         assert build_model(opt).position_sampler.fraction == 0.25
         return
     with pytest.raises(OptionError, match=f'train:ibsd:positions.*{message}'):
@@ -257,3 +266,29 @@ def test_custom_losses_that_cannot_take_a_sample_are_refused(tmp_path, monkeypat
         build_model(opt)
     opt['train']['ibsd']['positions'] = 1
     build_model(opt)  # exact: nothing is sampled, any loss will do
+
+
+class OnAnotherDevice:
+    """Stands in for a tensor that a training state loaded onto a GPU: only its CPU copy is a tensor."""
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+
+    def cpu(self) -> torch.Tensor:
+        return self.tensor
+
+
+def test_generator_states_loaded_onto_a_gpu_are_moved_back_before_use(tmp_path):
+    """BasicSR loads a training state onto the GPU when there is one; torch generators take CPU states only."""
+    model = sampled_model(tmp_path, 0.5)
+    feed(model)
+    model.optimize_parameters(1)
+    (tmp_path / 'states').mkdir()
+    model.save_training_state(0, 1)
+    state = torch.load(tmp_path / 'states' / '1.state', weights_only=False)
+    expected = state['ibsd']['random'][0]['positions']['generator'].clone()
+    state['ibsd']['random'][0]['positions']['generator'] = OnAnotherDevice(expected)
+    state['ibsd']['mi_generator'] = OnAnotherDevice(state['ibsd']['mi_generator'])
+    resumed = sampled_model(tmp_path / 'resumed', 0.5)
+    resumed.resume_training(state)
+    assert torch.equal(resumed.position_sampler.generator.get_state(), expected)

@@ -252,7 +252,8 @@ class IBCLUBLoss(nn.Module):
         """The weighted bound; ``node_shape``: the whole node's shape when the inputs hold a sample of
         its positions (see :func:`estimate_factor`)."""
         mu, scale, y = at_least_float32(mu, scale, y)
-        factor = estimate_factor(mu.shape, self.reduction, node_shape=node_shape)
+        factor = estimate_factor(torch.broadcast_shapes(mu.shape, scale.shape, y.shape), self.reduction,
+                                 node_shape=node_shape)
         if self.mode == 'full' and mu.shape[0] <= BROADCAST_MAX_BATCH and mu.shape == y.shape == scale.shape:
             return self.loss_weight * factor * _FullCLUBSum.apply(mu, scale, y)
         positive = (mu - y).abs()

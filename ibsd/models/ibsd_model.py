@@ -255,7 +255,8 @@ class IBSDModel(TiledSRModel):
                   'train:mi_opt': (self.cri_mi.forward, 'node_shape'),
                   'train:est_opt': (self.cri_est.forward, 'node_shape')}
         for where, (method, argument) in takers.items():
-            if argument not in inspect.signature(method).parameters:
+            parameters = inspect.signature(method).parameters
+            if argument not in parameters and not any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
                 raise OptionError(f'train:ibsd:positions {fraction:g} needs {where} to take a {argument!r} '
                                   f'argument, which {type(method.__self__).__name__}.forward does not; '
                                   'use the built-in IBEstimator / IBCLUBLoss / LaplaceNLLLoss or positions: 1')
@@ -471,14 +472,18 @@ class IBSDModel(TiledSRModel):
         extras = resume_state.get('ibsd') or {}
         if self.net_est is not None and 'net_est' in extras:
             self.get_bare_model(self.net_est).load_state_dict(extras['net_est'])
-            self.cri_mi.generator.set_state(extras['mi_generator'])
+            self.cri_mi.generator.set_state(extras['mi_generator'].cpu())  # states load onto the GPU when there is one
         if self.soft_target is not None and 'soft_target' in extras:
             self.soft_target.load_state_dict(extras['soft_target'])
         states = pick_random_states(extras['random'], self.opt.get('rank', 0)) if 'random' in extras else None
         if states is not None:
             set_random_states(states)
             if self._samples_positions and 'positions' in states:
-                self.position_sampler.load_state_dict(states['positions'])
+                saved = states['positions']
+                if float(saved.get('fraction', self.position_sampler.fraction)) != self.position_sampler.fraction:
+                    get_root_logger().info(f"train:ibsd:positions is {self.position_sampler.fraction:g}; the resumed "
+                                           f"state was trained with {saved['fraction']:g}")
+                self.position_sampler.load_state_dict(saved)
 
     @property
     def _samples_positions(self) -> bool:

@@ -76,4 +76,5 @@ class PositionSampler:
         return {'fraction': self.fraction, 'generator': self.generator.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state['generator'])
+        """Continue the saved stream (a state loaded onto a GPU is moved back: generators live on the CPU)."""
+        self.generator.set_state(state['generator'].cpu())

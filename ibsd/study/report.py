@@ -29,6 +29,10 @@ def _signed(value: float, digits: int = 3) -> str:
     return '-' if math.isnan(value) else f'{value:+.{digits}f}'
 
 
+def _interval(bounds: tuple[float, float]) -> str:
+    return '-' if any(math.isnan(b) for b in bounds) else f'[{bounds[0]:+.3f}, {bounds[1]:+.3f}]'
+
+
 def _pm(mean: float, std: float, digits: int, seeds: int) -> str:
     """``mean ± std``; a single seed has no spread to show."""
     if math.isnan(mean):
@@ -70,7 +74,9 @@ def write_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
     for metric in metrics:
         columns += [f'{metric}_mean', f'{metric}_std']
     for metric in metrics:
-        columns += [f'd_{metric}_per_seed', f'd_{metric}_mean', f'd_{metric}_seeds_better', f'd_{metric}_images_better']
+        columns += [f'd_{metric}_per_seed', f'd_{metric}_mean', f'd_{metric}_seeds_better', f'd_{metric}_images_better',
+                    f'd_{metric}_t_low', f'd_{metric}_t_high', f'd_{metric}_boot_low', f'd_{metric}_boot_high',
+                    f'd_{metric}_verdict']
     with open(path, 'w', newline='') as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -81,11 +87,13 @@ def write_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
             for metric in metrics:
                 comparison: Comparison | None = row.get(f'd_{metric}')
                 if comparison is None:
-                    values += ['', '', '', '']
+                    values += [''] * 9
                 else:
+                    bounds = (*comparison.t_interval, *comparison.bootstrap)
                     values += [' '.join(f'{s}:{d:+.6f}' for s, d in comparison.per_seed.items()),
                                f'{comparison.mean:+.6f}', f'{comparison.positive}/{len(comparison.per_seed)}',
-                               f'{comparison.images_better}/{comparison.images}']
+                               f'{comparison.images_better}/{comparison.images}',
+                               *('' if math.isnan(b) else f'{b:+.6f}' for b in bounds), comparison.verdict]
             writer.writerow(values)
 
 
@@ -99,7 +107,9 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
              'Mean ± sample std over seeds (one seed: its value); '
              f'Δ = variant − {study.baseline} paired by seed (for LPIPS, {study.baseline} − variant: positive '
              'is better); "seeds better" counts seeds with Δ > 0, "images better" images whose Δ averaged over '
-             'seeds is > 0.', '',
+             'seeds is > 0. 95% intervals of the mean Δ PSNR: t over the per-seed Δ (needs 2 seeds), and a '
+             'bootstrap resampling images and seeds together (10,000 resamples); "no measured difference" when '
+             'an interval holds 0.', '',
              f'Written {datetime.datetime.now().strftime("%Y-%m-%d %H:%M")} on '
              f'{platform.processor() or platform.machine()}, Python {platform.python_version()}.', '']
     for test_set in study.test_sets:
@@ -108,18 +118,20 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
             continue
         lines += [f'## {test_set} ({set_rows[0]["images"]} images)', '',
                   '| variant | iteration | seeds | ' + ' | '.join(names[m] for m in metrics) +
-                  ' | Δ PSNR per seed | mean Δ PSNR | seeds better | images better |',
-                  '|---' * (7 + len(metrics)) + '|']
+                  ' | Δ PSNR per seed | mean Δ PSNR | seeds better | images better | 95% interval, t over seeds '
+                  '| 95% interval, bootstrap over images × seeds | verdict |',
+                  '|---' * (10 + len(metrics)) + '|']
         for row in set_rows:
             cells = [row['variant'], str(row['iteration']), row['seeds']]
             cells += [_pm(row[f'{m}_mean'], row[f'{m}_std'], digits[m], len(row['seeds'].split())) for m in metrics]
             comparison = row.get('d_psnr')
             if comparison is None:
-                cells += ['baseline' if row['variant'] == study.baseline else '-', '', '', '']
+                cells += ['baseline' if row['variant'] == study.baseline else '-'] + [''] * 6
             else:
                 cells += [', '.join(f'{d:+.3f}' for d in comparison.per_seed.values()), _signed(comparison.mean),
                           f'{comparison.positive}/{len(comparison.per_seed)}',
-                          f'{comparison.images_better}/{comparison.images}']
+                          f'{comparison.images_better}/{comparison.images}', _interval(comparison.t_interval),
+                          _interval(comparison.bootstrap), comparison.verdict]
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines.append('')
         iterations = sorted({k.iteration for k in scores if k.test_set == test_set})

@@ -9,6 +9,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ibsd.study.intervals import bootstrap_interval, t_interval, verdict
 from ibsd.study.spec import SAFE_NAME, Run, Study
 
 ITERATION = re.compile(r'\[[^\]]*iter:\s*([\d,]+), lr:\([^)]*\)\]\s*(?:\[eta:[^\]]*\]\s*)?(.*)$')
@@ -62,12 +63,19 @@ def mean_std(values: list[float]) -> tuple[float, float]:
 
 @dataclass
 class Comparison:
-    """A variant against the baseline over the seeds both have (paired by seed)."""
+    """A variant against the baseline over the seeds both have (paired by seed), with 95% intervals of
+    the mean difference (see :mod:`ibsd.study.intervals`)."""
     per_seed: dict[int, float]
     mean: float
     positive: int
     images_better: float
     images: int
+    t_interval: tuple[float, float] = (math.nan, math.nan)
+    bootstrap: tuple[float, float] = (math.nan, math.nan)
+
+    @property
+    def verdict(self) -> str:
+        return verdict([self.t_interval, self.bootstrap])
 
 
 def compare(scores: dict, study: Study, variant: str, test_set: str, iteration_of: dict[str, int],
@@ -90,8 +98,12 @@ def compare(scores: dict, study: Study, variant: str, test_set: str, iteration_o
     if not per_seed:
         return None
     image_means = [statistics.fmean(v) for v in image_diffs.values()]
+    complete = sorted(image for image, values in image_diffs.items() if len(values) == len(per_seed))
+    matrix = [[image_diffs[image][i] for image in complete] for i in range(len(per_seed))]
+    finite = complete and all(math.isfinite(d) for row in matrix for d in row)
     return Comparison(per_seed, statistics.fmean(per_seed.values()), sum(d > 0 for d in per_seed.values()),
-                      sum(d > 0 for d in image_means), len(image_means))
+                      sum(d > 0 for d in image_means), len(image_means), t_interval(list(per_seed.values())),
+                      bootstrap_interval(matrix) if finite else (math.nan, math.nan))
 
 
 def per_image_differences(scores: dict, study: Study, variant: str, test_set: str,
