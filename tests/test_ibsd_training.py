@@ -122,12 +122,12 @@ def test_two_process_ddp_training_resumes_each_rank_exactly(workdir):
     def options(name: str, total_iter: int) -> Path:
         opt = ibsd_options(name, workdir / 'data', total_iter)
         opt['train']['mi_opt']['mode'] = 'full'
-        opt['train']['ibsd'] = {'positions': 0.5}
+        opt['train']['ibsd'] = {'positions': 0.5, 'log_grad_ratios': True}  # autograd.grad under DDP too
         opt['logger']['save_checkpoint_freq'] = 3  # 2 iterations per epoch on each of 2 ranks: mid-epoch states
         return write_yaml(workdir / f'{name}.yml', opt)
 
     output = torchrun(workdir, options('ddp', 8))
-    assert 'World size (gpu number): 2' in output
+    assert 'World size (gpu number): 2' in output and 'g_wav: ' in output
     state = torch.load(workdir / 'experiments' / 'ddp' / 'training_states' / '6.state', weights_only=False)
     per_rank = state['ibsd']['random']
     assert len(per_rank) == 2 and not torch.equal(per_rank[0]['torch'], per_rank[1]['torch'])

@@ -166,6 +166,11 @@ class IBSDModel(TiledSRModel):
         ibsd_opt = train_opt.get('ibsd') or {}
         self.estimator_steps = int(ibsd_opt.get('estimator_steps', 1))
         self.log_pairs = bool(ibsd_opt.get('log_pairs', False))
+        self.log_grad_ratios = bool(ibsd_opt.get('log_grad_ratios', False))
+        self.print_freq = int((self.opt.get('logger') or {}).get('print_freq') or 1)
+        if self.log_grad_ratios and not train_opt.get('pixel_opt'):
+            raise OptionError('train:ibsd:log_grad_ratios divides each term\'s gradient by the pixel term\'s: it needs '
+                              'train:pixel_opt')
         self._pair_terms: dict[str, torch.Tensor] = {}
         self._exploit_warned = False
         self._iteration = 0
@@ -392,6 +397,8 @@ class IBSDModel(TiledSRModel):
                     loss_dict[name] = value
                     l_total = l_total + value
         terms = {name: value for name, value in loss_dict.items() if name in STUDENT_TERMS}
+        if self.log_grad_ratios and current_iter % self.print_freq == 0:
+            loss_dict.update(self._gradient_ratios(terms))
         l_total.backward()
         if self.grad_clip_norm is not None:
             loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip_norm))
@@ -404,6 +411,26 @@ class IBSDModel(TiledSRModel):
         self._pair_terms = {}
         self.reduce_loss_dict(loss_dict)
         self.guard.end_iteration(current_iter)
+
+    def _gradient_ratios(self, terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``train: ibsd: log_grad_ratios``: g_<term> = ||d term / d theta|| / ||d l_pix / d theta|| over the
+        student's parameters theta, for each auxiliary term (g_mi, g_wav, g_percep, g_style).
+
+        One extra backward pass per term, on log iterations only; ``.grad`` is left untouched, so the
+        step is the one it would be without the diagnostic.
+        """
+        parameters = [p for p in self.get_bare_model(self.net_g).parameters() if p.requires_grad]
+        norms = {}
+        for name, value in terms.items():
+            if not (torch.is_tensor(value) and value.requires_grad):
+                continue
+            grads = torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
+            norms[name] = torch.linalg.vector_norm(torch.stack(
+                [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]))
+        pixel = norms.pop('l_pix', None)
+        if pixel is None:
+            return {}
+        return {f'g_{name[2:]}': norm / pixel for name, norm in norms.items()}
 
     # ----------------------------------------------------------------------------- logging
     def reduce_loss_dict(self, loss_dict):

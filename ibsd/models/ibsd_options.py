@@ -23,7 +23,7 @@ BASICSR_TRAIN_KEYS = frozenset({
     'lr_flow', 'dcn_lr_mul', 'tsa_iter', 'r1_reg_weight', 'path_reg_weight', 'net_g_reg_every', 'net_d_reg_every',
     'mixing_prob', 'path_batch_shrink', 'gan_gp_weight'})
 LOOP_KEYS = {'nodes': 'nodes', 'estimator_steps': 'int', 'grad_clip_norm': 'float?', 'max_bad_steps': 'int',
-             'log_pairs': 'bool', 'positions': 'float'}
+             'log_pairs': 'bool', 'positions': 'float', 'log_grad_ratios': 'bool'}
 SOFT_TARGET_KEYS = {'source': 'str', 'alpha_max': 'float', 'ramp_iters': 'int?', 'refresh_iters': 'int?',
                     'start_iters': 'int?'}
 SCHEDULER_KEYS = {'type': 'str', 'milestones': 'ints', 'gamma': 'float', 'restart_weights': 'floats',
