@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
 import os
 import random
 from collections import OrderedDict
@@ -34,7 +35,8 @@ from ibsd.compat import sampling_record, state_epoch, write_atomically
 from ibsd.models.component_outputs import ComponentOutputs
 from ibsd.models.divergence_guard import DEFAULT_MAX_BAD_STEPS, DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
-from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms
+from ibsd.models.gradient_share import GradientShare
+from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms, gradient_share_options
 from ibsd.models.position_sampling import PositionSampler, select_positions, stream_seed
 from ibsd.models.soft_target import ProgressiveSoftTarget
 from ibsd.models.tiled_sr_model import TiledSRModel
@@ -171,6 +173,7 @@ class IBSDModel(TiledSRModel):
         if self.log_grad_ratios and not train_opt.get('pixel_opt'):
             raise OptionError('train:ibsd:log_grad_ratios divides each term\'s gradient by the pixel term\'s: it needs '
                               'train:pixel_opt')
+        self.gradient_shares: dict[str, GradientShare] = {}
         self._pair_terms: dict[str, torch.Tensor] = {}
         self._exploit_warned = False
         self._iteration = 0
@@ -184,7 +187,7 @@ class IBSDModel(TiledSRModel):
             bare = self.get_bare_model(self.net_g)
             self.node_recorder = NodeRecorder(bare, ibsd_opt.get('nodes') or default_nodes(bare))
             self._build_estimator(self._probe_node_channels())
-            self.cri_mi = build_loss(deepcopy(train_opt['mi_opt'])).to(self.device)
+            self.cri_mi = build_loss(self._weighted_loss_options(train_opt, 'mi_opt', 'l_mi')).to(self.device)
             self.cri_mi.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0))
             est_opt = deepcopy(train_opt.get('est_opt') or {'type': 'LaplaceNLLLoss',
                                                             'reduction': getattr(self.cri_mi, 'reduction', 'mean')})
@@ -193,7 +196,7 @@ class IBSDModel(TiledSRModel):
         elif float(ibsd_opt.get('positions', 1.0)) < 1:
             get_root_logger().warning('train:ibsd:positions has no effect without train:mi_opt (it samples the '
                                       'positions of the IB terms only)')
-        self.cri_wav = build_loss(deepcopy(train_opt['wavelet_opt'])).to(self.device) \
+        self.cri_wav = build_loss(self._weighted_loss_options(train_opt, 'wavelet_opt', 'l_wav')).to(self.device) \
             if train_opt.get('wavelet_opt') else None
         self.soft_target = self._build_soft_target(train_opt.get('soft_target') or {}) if self.cri_wav else None
         max_bad_steps = ibsd_opt.get('max_bad_steps')
@@ -250,6 +253,20 @@ class IBSDModel(TiledSRModel):
                               self.opt['path'].get('param_key_est', 'params'))
         self.net_est.train()
         get_root_logger().info(f'IBSD nodes {self.node_recorder.nodes} with channels {channels}')
+
+    def _weighted_loss_options(self, train_opt: Mapping, key: str, term: str) -> dict:
+        """``train:<key>`` for ``build_loss``; a ``loss_weight: {grad_ratio: r}`` becomes a unit-weight loss
+        whose weight a :class:`GradientShare` keeps (see :mod:`ibsd.models.gradient_share`)."""
+        options = deepcopy(dict(train_opt[key]))
+        share = gradient_share_options(options)
+        if share is None:
+            return options
+        if not train_opt.get('pixel_opt'):
+            raise OptionError(f'train:{key}:loss_weight: a gradient share is a share of the pixel term\'s gradient: '
+                              'it needs train:pixel_opt')
+        self.gradient_shares[term] = GradientShare(**share)
+        options['loss_weight'] = 1.0
+        return options
 
     def _build_position_sampler(self, fraction: float) -> PositionSampler:
         """``train: ibsd: positions``: the IB terms on a random fraction of the positions (1: all, exact)."""
@@ -374,14 +391,11 @@ class IBSDModel(TiledSRModel):
             loss_dict['l_est'] = self._update_estimators(nodes)
         output = self.output.float()  # every loss in float32, also under bf16 autocast
 
-        l_total = 0
         if self.cri_pix:
             loss_dict['l_pix'] = self.cri_pix(output, self.gt, **self.components.loss_inputs(output))
-            l_total = l_total + loss_dict['l_pix']
         if nodes is not None:
             with self.autocast():
                 loss_dict['l_mi'] = self._mi_bound(nodes)
-            l_total = l_total + loss_dict['l_mi']
             del nodes  # the graph keeps what backward needs; nothing outlives the step
         if self.cri_wav is not None:
             ema = getattr(self, 'net_g_ema', None)
@@ -389,14 +403,15 @@ class IBSDModel(TiledSRModel):
                 target, alpha = self.soft_target.target(current_iter, self.lq, self.gt, ema)
             loss_dict['l_wav'] = self.cri_wav(output, target)
             loss_dict['alpha'] = alpha
-            l_total = l_total + loss_dict['l_wav']
         if self.cri_perceptual:
             l_percep, l_style = self.cri_perceptual(output, self.gt)
             for name, value in (('l_percep', l_percep), ('l_style', l_style)):
                 if value is not None:
                     loss_dict[name] = value
-                    l_total = l_total + value
+        if self.gradient_shares:
+            self._apply_gradient_shares(loss_dict, current_iter)
         terms = {name: value for name, value in loss_dict.items() if name in STUDENT_TERMS}
+        l_total = sum(terms.values())
         if self.log_grad_ratios and current_iter % self.print_freq == 0:
             loss_dict.update(self._gradient_ratios(terms))
         l_total.backward()
@@ -412,12 +427,10 @@ class IBSDModel(TiledSRModel):
         self.reduce_loss_dict(loss_dict)
         self.guard.end_iteration(current_iter)
 
-    def _gradient_ratios(self, terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """``train: ibsd: log_grad_ratios``: g_<term> = ||d term / d theta|| / ||d l_pix / d theta|| over the
-        student's parameters theta, for each auxiliary term (g_mi, g_wav, g_percep, g_style).
+    def _gradient_norms(self, terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """||d term / d theta|| over the student's parameters theta for each term that has a gradient.
 
-        One extra backward pass per term, on log iterations only; ``.grad`` is left untouched, so the
-        step is the one it would be without the diagnostic.
+        One backward pass per term; ``.grad`` is left untouched (the graph is kept for the step).
         """
         parameters = [p for p in self.get_bare_model(self.net_g).parameters() if p.requires_grad]
         norms = {}
@@ -427,6 +440,38 @@ class IBSDModel(TiledSRModel):
             grads = torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
             norms[name] = torch.linalg.vector_norm(torch.stack(
                 [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]))
+        return norms
+
+    def _apply_gradient_shares(self, loss_dict: dict, current_iter: int) -> None:
+        """Weight the terms given as gradient shares (in place; their weights logged as w_mi, w_wav).
+
+        On measurement iterations the unit-weight terms' gradient norms and the pixel term's are
+        taken (averaged over DDP ranks: every rank keeps the same weights) and folded in.
+        """
+        due = [name for name, share in self.gradient_shares.items()
+               if name in loss_dict and share.due(current_iter, self.print_freq)]
+        if due:
+            norms = self._gradient_norms({'l_pix': loss_dict['l_pix'], **{name: loss_dict[name] for name in due}})
+            nan = torch.full((), math.nan, device=self.device)
+            values = torch.stack([norms.get(name, nan).to(self.device) for name in ['l_pix', *due]])
+            if self.opt.get('dist') and dist.is_available() and dist.is_initialized():
+                dist.all_reduce(values)
+                values /= dist.get_world_size()
+            pixel, *measured = values.tolist()
+            for name, norm in zip(due, measured):
+                self.gradient_shares[name].update(pixel, norm)
+        for name, share in self.gradient_shares.items():
+            if name in loss_dict:
+                loss_dict[name] = loss_dict[name] * share.current
+                loss_dict[f'w_{name[2:]}'] = share.current
+
+    def _gradient_ratios(self, terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``train: ibsd: log_grad_ratios``: g_<term> = ||d term / d theta|| / ||d l_pix / d theta|| over the
+        student's parameters theta, for each auxiliary term (g_mi, g_wav, g_percep, g_style).
+
+        On log iterations only; the step is the one it would be without the diagnostic.
+        """
+        norms = self._gradient_norms(terms)
         pixel = norms.pop('l_pix', None)
         if pixel is None:
             return {}
@@ -470,6 +515,8 @@ class IBSDModel(TiledSRModel):
             extras['mi_generator'] = self.cri_mi.generator.get_state()
         if self.soft_target is not None:
             extras['soft_target'] = self.soft_target.state_dict()
+        if self.gradient_shares:
+            extras['gradient_shares'] = {name: share.state_dict() for name, share in self.gradient_shares.items()}
         return extras
 
     def save_training_state(self, epoch, current_iter):
@@ -502,6 +549,9 @@ class IBSDModel(TiledSRModel):
             self.cri_mi.generator.set_state(extras['mi_generator'].cpu())  # states load onto the GPU when there is one
         if self.soft_target is not None and 'soft_target' in extras:
             self.soft_target.load_state_dict(extras['soft_target'])
+        for name, state in (extras.get('gradient_shares') or {}).items():
+            if name in self.gradient_shares:
+                self.gradient_shares[name].load_state_dict(state)
         states = pick_random_states(extras['random'], self.opt.get('rank', 0)) if 'random' in extras else None
         if states is not None:
             set_random_states(states)

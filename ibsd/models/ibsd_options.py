@@ -13,6 +13,7 @@ import inspect
 import math
 from typing import Any, Iterable, Mapping
 
+from ibsd.models.gradient_share import SHARE_KEYS, GradientShare
 from ibsd.models.position_sampling import check_fraction
 
 IBSD_TRAIN_KEYS = frozenset({'mi_opt', 'est_opt', 'wavelet_opt', 'optim_est', 'scheduler_est', 'ibsd', 'soft_target',
@@ -41,6 +42,7 @@ BASICSR_PATH_KEYS = frozenset({
     'resume_state', 'experiments_root', 'models', 'training_states', 'log', 'visualization', 'results_root',
     'ignore_resume_networks', 'root'})
 LOSS_SECTIONS = ('mi_opt', 'est_opt', 'wavelet_opt')
+SHARED_LOSSES = ('mi_opt', 'wavelet_opt')
 NEAR_MISS_CUTOFF = 0.8
 
 
@@ -191,6 +193,41 @@ def convert_iteration_counts(train: dict) -> None:
             train[key] = as_number(train[key], f'train:{key}', int)
 
 
+def check_gradient_share(share: Any, where: str) -> dict:
+    """A ``loss_weight: {grad_ratio: r, smoothing: s}`` mapping, checked and converted."""
+    share = check_section(share, SHARE_KEYS, where)
+    if 'grad_ratio' not in share:
+        raise OptionError(f'{where}: a weight given as a mapping needs grad_ratio (the target share of the pixel '
+                          "term's gradient norm), e.g. {grad_ratio: 0.2}")
+    try:
+        GradientShare(**share)
+    except ValueError as error:
+        raise OptionError(f'{where}: {error}') from None
+    return share
+
+
+def check_loss_section(options: Any, key: str, registry) -> dict:
+    """``train:<key>`` of an IBSD loss; ``mi_opt`` and ``wavelet_opt`` may give ``loss_weight`` as a
+    gradient share (see :mod:`ibsd.models.gradient_share`)."""
+    where = f'train:{key}'
+    weight = options.get('loss_weight') if isinstance(options, Mapping) else None
+    if not isinstance(weight, Mapping):
+        return check_registered(options, registry, where)
+    if key not in SHARED_LOSSES:
+        raise OptionError(f'{where}:loss_weight: a gradient share is for the student\'s terms '
+                          f'({", ".join("train:" + k for k in SHARED_LOSSES)}); give a number')
+    share = check_gradient_share(weight, f'{where}:loss_weight')
+    checked = check_registered({**options, 'loss_weight': 1.0}, registry, where)
+    checked['loss_weight'] = share
+    return checked
+
+
+def gradient_share_options(options: Mapping | None) -> dict | None:
+    """The share mapping of a checked loss section, or ``None`` when its weight is a number."""
+    weight = (options or {}).get('loss_weight')
+    return dict(weight) if isinstance(weight, Mapping) else None
+
+
 def reject_misplaced_ibsd_keys(opt: Mapping) -> None:
     """IBSD's training sections written at the top level would be ignored: they belong under ``train:``."""
     for key in sorted(IBSD_TRAIN_KEYS):
@@ -234,7 +271,7 @@ def check_ibsd_options(opt: dict) -> dict:
         train['soft_target'] = check_section(train['soft_target'], SOFT_TARGET_KEYS, 'train:soft_target')
     for key in LOSS_SECTIONS:
         if train.get(key):
-            train[key] = check_registered(train[key], LOSS_REGISTRY, f'train:{key}')
+            train[key] = check_loss_section(train[key], key, LOSS_REGISTRY)
     for key in ('pixel_opt', 'perceptual_opt'):  # BasicSR's keys: numbers converted, other keys left to BasicSR
         if train.get(key):
             train[key] = check_registered(train[key], LOSS_REGISTRY, f'train:{key}', strict=False)
@@ -262,7 +299,9 @@ def describe_terms(opt: Mapping, nodes: list[str] | None) -> str:
             return f'{label} off'
         extras = {k: v for k, v in options.items() if k not in ('type', 'loss_weight')}
         details = ', '.join(f'{k} {v}' for k, v in extras.items())
-        return f"{label} {options['type']} x{options.get('loss_weight', 1.0):g}" + (f' ({details})' if details else '')
+        weight = options.get('loss_weight', 1.0)
+        weight = f"at {weight['grad_ratio']:g} of the pixel gradient" if isinstance(weight, Mapping) else f'x{weight:g}'
+        return f"{label} {options['type']} {weight}" + (f' ({details})' if details else '')
 
     parts = [term('pixel_opt', 'pixel'), term('mi_opt', 'MI')]
     if train.get('mi_opt'):
