@@ -8,7 +8,7 @@ import torch
 from basicsr.models import build_model
 
 from ibsd.models.gradient_share import GradientShare
-from ibsd.models.ibsd_options import OptionError, describe_terms
+from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms
 from tests.test_ibsd_model import feed, make_opt
 
 
@@ -106,8 +106,8 @@ def test_bad_shares_are_named(tmp_path, section, weight, message):
 def test_a_share_needs_the_pixel_term_and_reads_numbers_written_as_strings(tmp_path):
     opt = make_opt(tmp_path, pixel_opt=None, wavelet_opt={'type': 'WaveletHFLoss', 'loss_weight': {'grad_ratio': 0.2}})
     with pytest.raises(OptionError, match="a share of the pixel term's gradient: it needs train:pixel_opt"):
-        build_model(opt)
+        check_ibsd_options(opt)  # as ibsd-study checks every run before any trains
     opt = make_opt(tmp_path, wavelet_opt={'type': 'WaveletHFLoss', 'loss_weight': {'grad_ratio': '2e-1'}})
     model = build_model(opt)
     assert model.gradient_shares['l_wav'].grad_ratio == 0.2 and model.cri_wav.loss_weight == 1.0
-    assert 'wavelet WaveletHFLoss at 0.2 of the pixel gradient' in describe_terms(model.opt, None)
+    assert 'wavelet WaveletHFLoss at 0.2 of the pixel gradient (smoothing 0.2)' in describe_terms(model.opt, None)

@@ -170,9 +170,6 @@ class IBSDModel(TiledSRModel):
         self.log_pairs = bool(ibsd_opt.get('log_pairs', False))
         self.log_grad_ratios = bool(ibsd_opt.get('log_grad_ratios', False))
         self.print_freq = int((self.opt.get('logger') or {}).get('print_freq') or 1)
-        if self.log_grad_ratios and not train_opt.get('pixel_opt'):
-            raise OptionError('train:ibsd:log_grad_ratios divides each term\'s gradient by the pixel term\'s: it needs '
-                              'train:pixel_opt')
         self.gradient_shares: dict[str, GradientShare] = {}
         self._pair_terms: dict[str, torch.Tensor] = {}
         self._exploit_warned = False
@@ -261,9 +258,6 @@ class IBSDModel(TiledSRModel):
         share = gradient_share_options(options)
         if share is None:
             return options
-        if not train_opt.get('pixel_opt'):
-            raise OptionError(f'train:{key}:loss_weight: a gradient share is a share of the pixel term\'s gradient: '
-                              'it needs train:pixel_opt')
         self.gradient_shares[term] = GradientShare(**share)
         options['loss_weight'] = 1.0
         return options
@@ -379,7 +373,7 @@ class IBSDModel(TiledSRModel):
             f'iteration {self._iteration}: the MI bound (l_mi {l_mi:.4g}) is negative and larger than the pixel loss '
             f'({l_pix:.4g}): the student is exploiting the estimators, '
             'not compressing, and usually collapses. Lower train:mi_opt:loss_weight (1e-3 was stable where 1e-2 '
-            'collapsed) or raise network_est:scale_eps.')
+            'collapsed; with a gradient share, its grad_ratio) or raise network_est:scale_eps.')
 
     def optimize_parameters(self, current_iter):
         if self.soft_target is not None:
@@ -437,9 +431,10 @@ class IBSDModel(TiledSRModel):
         for name, value in terms.items():
             if not (torch.is_tensor(value) and value.requires_grad):
                 continue
-            grads = torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
-            norms[name] = torch.linalg.vector_norm(torch.stack(
-                [torch.linalg.vector_norm(g.float()) for g in grads if g is not None]))
+            grads = [g for g in torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
+                     if g is not None]
+            if grads:  # a term that reaches no parameter has no norm to report
+                norms[name] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
         return norms
 
     def _apply_gradient_shares(self, loss_dict: dict, current_iter: int) -> None:

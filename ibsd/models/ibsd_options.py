@@ -13,7 +13,7 @@ import inspect
 import math
 from typing import Any, Iterable, Mapping
 
-from ibsd.models.gradient_share import SHARE_KEYS, GradientShare
+from ibsd.models.gradient_share import DEFAULT_SMOOTHING, SHARE_KEYS, GradientShare
 from ibsd.models.position_sampling import check_fraction
 
 IBSD_TRAIN_KEYS = frozenset({'mi_opt', 'est_opt', 'wavelet_opt', 'optim_est', 'scheduler_est', 'ibsd', 'soft_target',
@@ -222,6 +222,19 @@ def check_loss_section(options: Any, key: str, registry) -> dict:
     return checked
 
 
+def check_pixel_term_for_ratios(train: Mapping) -> None:
+    """Gradient ratios and shares divide by the pixel term's gradient: they need ``train:pixel_opt``."""
+    if train.get('pixel_opt'):
+        return
+    if (train.get('ibsd') or {}).get('log_grad_ratios'):
+        raise OptionError("train:ibsd:log_grad_ratios divides each term's gradient by the pixel term's: it needs "
+                          'train:pixel_opt')
+    for key in SHARED_LOSSES:
+        if gradient_share_options(train.get(key)) is not None:
+            raise OptionError(f"train:{key}:loss_weight: a gradient share is a share of the pixel term's gradient: "
+                              'it needs train:pixel_opt')
+
+
 def gradient_share_options(options: Mapping | None) -> dict | None:
     """The share mapping of a checked loss section, or ``None`` when its weight is a number."""
     weight = (options or {}).get('loss_weight')
@@ -283,6 +296,7 @@ def check_ibsd_options(opt: dict) -> dict:
             train[key] = check_section(train[key], SCHEDULER_KEYS, f'train:{key}')
     if opt.get('network_est'):
         opt['network_est'] = check_registered(opt['network_est'], ARCH_REGISTRY, 'network_est')
+    check_pixel_term_for_ratios(train)
     convert_iteration_counts(train)
     if train.get('ema_decay') is not None:
         train['ema_decay'] = as_number(train['ema_decay'], 'train:ema_decay')
@@ -300,7 +314,8 @@ def describe_terms(opt: Mapping, nodes: list[str] | None) -> str:
         extras = {k: v for k, v in options.items() if k not in ('type', 'loss_weight')}
         details = ', '.join(f'{k} {v}' for k, v in extras.items())
         weight = options.get('loss_weight', 1.0)
-        weight = f"at {weight['grad_ratio']:g} of the pixel gradient" if isinstance(weight, Mapping) else f'x{weight:g}'
+        weight = (f"at {weight['grad_ratio']:g} of the pixel gradient (smoothing {weight.get('smoothing', DEFAULT_SMOOTHING):g})"
+                  if isinstance(weight, Mapping) else f'x{weight:g}')
         return f"{label} {options['type']} {weight}" + (f' ({details})' if details else '')
 
     parts = [term('pixel_opt', 'pixel'), term('mi_opt', 'MI')]

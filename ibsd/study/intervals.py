@@ -11,7 +11,9 @@ Two intervals answer two questions:
   the percentile interval of the resampled means is returned. With one seed it is the ordinary
   percentile bootstrap over images.
 
-A difference whose interval holds 0 is reported as "no measured difference".
+A difference whose interval holds 0 is reported as "no measured difference"; a variant run with one
+seed is "one seed: not tested" (the bootstrap over its images alone says nothing about other seeds).
+Images missing from some seed's table are left out of the bootstrap (it needs the full matrix).
 """
 from __future__ import annotations
 
@@ -69,10 +71,17 @@ def holds_zero(interval: tuple[float, float]) -> bool:
     return math.isnan(low) or math.isnan(high) or low <= 0 <= high
 
 
-def verdict(intervals: Sequence[tuple[float, float]]) -> str:
-    """'better' / 'worse' when every defined interval lies on that side of 0, else 'no measured difference'."""
-    defined = [i for i in intervals if not (math.isnan(i[0]) or math.isnan(i[1]))]
-    if not defined or any(holds_zero(i) for i in defined):
+ONE_SEED = 'one seed: not tested'
+
+
+def verdict(seed_interval: tuple[float, float], other_intervals: Sequence[tuple[float, float]] = ()) -> str:
+    """'better' / 'worse' when the interval over seeds and every other defined interval lie on that side of
+    0, else 'no measured difference'. Without an interval over seeds (one seed) nothing is tested: a
+    bootstrap over the images of one training run says nothing about another run."""
+    if any(math.isnan(b) for b in seed_interval):
+        return ONE_SEED
+    defined = [seed_interval] + [i for i in other_intervals if not (math.isnan(i[0]) or math.isnan(i[1]))]
+    if any(holds_zero(i) for i in defined):
         return 'no measured difference'
     if all(i[0] > 0 for i in defined):
         return 'better'

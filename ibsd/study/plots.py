@@ -13,7 +13,7 @@ from ibsd.study.results import TrainingLog, image_mean
 from ibsd.study.spec import Study
 
 PAIR_TERM = re.compile(r'^(mi|nll)_(\d+)$')
-LOSS_TERMS = ('l_pix', 'l_mi', 'l_wav', 'l_est', 'alpha', 'g_mi', 'g_wav')
+LOSS_TERMS = ('l_pix', 'l_mi', 'l_wav', 'l_est', 'alpha', 'g_mi', 'g_wav', 'w_mi', 'w_wav')
 SMOOTH = 5
 
 

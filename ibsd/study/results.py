@@ -75,7 +75,7 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        return verdict([self.t_interval, self.bootstrap])
+        return verdict(self.t_interval, [self.bootstrap])
 
 
 def compare(scores: dict, study: Study, variant: str, test_set: str, iteration_of: dict[str, int],
