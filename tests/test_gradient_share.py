@@ -111,3 +111,15 @@ def test_a_share_needs_the_pixel_term_and_reads_numbers_written_as_strings(tmp_p
     model = build_model(opt)
     assert model.gradient_shares['l_wav'].grad_ratio == 0.2 and model.cri_wav.loss_weight == 1.0
     assert 'wavelet WaveletHFLoss at 0.2 of the pixel gradient (smoothing 0.2)' in describe_terms(model.opt, None)
+
+
+def test_ratios_reuse_the_norms_the_shares_took(tmp_path, monkeypatch):
+    """Both on: one backward pass per term on a log line (pixel, MI, wavelet), not two."""
+    torch.manual_seed(0)
+    model = build_model(share_options(tmp_path))
+    calls = []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, 'grad', lambda *args, **kwargs: calls.append(1) or grad(*args, **kwargs))
+    log = train(model, [1])[0]
+    assert len(calls) == 3
+    assert log['g_wav'] == pytest.approx(0.2, rel=1e-4) and log['g_mi'] == pytest.approx(0.05, rel=1e-4)

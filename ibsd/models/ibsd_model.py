@@ -402,12 +402,11 @@ class IBSDModel(TiledSRModel):
             for name, value in (('l_percep', l_percep), ('l_style', l_style)):
                 if value is not None:
                     loss_dict[name] = value
-        if self.gradient_shares:
-            self._apply_gradient_shares(loss_dict, current_iter)
+        measured = self._apply_gradient_shares(loss_dict, current_iter) if self.gradient_shares else {}
         terms = {name: value for name, value in loss_dict.items() if name in STUDENT_TERMS}
         l_total = sum(terms.values())
         if self.log_grad_ratios and current_iter % self.print_freq == 0:
-            loss_dict.update(self._gradient_ratios(terms))
+            loss_dict.update(self._gradient_ratios(terms, measured))
         l_total.backward()
         if self.grad_clip_norm is not None:
             loss_dict['grad_norm'] = torch.nn.utils.clip_grad_norm_(self.net_g.parameters(), float(self.grad_clip_norm))
@@ -437,14 +436,17 @@ class IBSDModel(TiledSRModel):
                 norms[name] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
         return norms
 
-    def _apply_gradient_shares(self, loss_dict: dict, current_iter: int) -> None:
+    def _apply_gradient_shares(self, loss_dict: dict, current_iter: int) -> dict[str, torch.Tensor]:
         """Weight the terms given as gradient shares (in place; their weights logged as w_mi, w_wav).
 
         On measurement iterations the unit-weight terms' gradient norms and the pixel term's are
-        taken (averaged over DDP ranks: every rank keeps the same weights) and folded in.
+        taken (averaged over DDP ranks: every rank keeps the same weights) and folded in. Returns
+        this rank's norms of the pixel term and of the weighted terms measured (w ||grad L_raw||), so
+        that ``log_grad_ratios`` need not take them again.
         """
         due = [name for name, share in self.gradient_shares.items()
                if name in loss_dict and share.due(current_iter, self.print_freq)]
+        norms = {}
         if due:
             norms = self._gradient_norms({'l_pix': loss_dict['l_pix'], **{name: loss_dict[name] for name in due}})
             nan = torch.full((), math.nan, device=self.device)
@@ -459,14 +461,21 @@ class IBSDModel(TiledSRModel):
             if name in loss_dict:
                 loss_dict[name] = loss_dict[name] * share.current
                 loss_dict[f'w_{name[2:]}'] = share.current
+                if name in norms:
+                    norms[name] = norms[name] * share.current
+        return norms
 
-    def _gradient_ratios(self, terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _gradient_ratios(self, terms: Mapping[str, torch.Tensor], known: Mapping[str, torch.Tensor] | None = None
+                         ) -> dict[str, torch.Tensor]:
         """``train: ibsd: log_grad_ratios``: g_<term> = ||d term / d theta|| / ||d l_pix / d theta|| over the
-        student's parameters theta, for each auxiliary term (g_mi, g_wav, g_percep, g_style).
+        student's parameters theta, for each auxiliary term (g_mi, g_wav, g_percep, g_style); ``known``: norms
+        already taken this iteration (by the gradient shares).
 
         On log iterations only; the step is the one it would be without the diagnostic.
         """
-        norms = self._gradient_norms(terms)
+        known = dict(known or {})
+        taken = self._gradient_norms({n: v for n, v in terms.items() if n not in known})
+        norms = {n: known[n] if n in known else taken[n] for n in terms if n in known or n in taken}
         pixel = norms.pop('l_pix', None)
         if pixel is None:
             return {}
