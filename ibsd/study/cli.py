@@ -42,12 +42,12 @@ def main(argv: Sequence[str] | None = None) -> None:
             study.threads = max(1, args.threads)
         out = (args.out or Path('studies') / study.name).resolve()
         cwd = Path.cwd()
-        totals = {run.name: run_options(study, run, cwd)['train']['total_iter'] for run in study.runs}
+        options = {run.name: run_options(study, run, cwd) for run in study.runs}
         if args.report and not (out / 'results').is_dir():
             raise OptionError(f'--report: {out} holds no evaluated run (no results/ folder): run the study first, '
                               'or name its folder with --out')
         failures = [] if args.report else run_study(study, out, cwd)
-        table = write_report(study, out, totals, plots=not args.no_plots)
+        table = write_report(study, out, options, plots=not args.no_plots)
     except OptionError as error:
         sys.exit(f'OptionError: {error}')
     print(table.read_text())

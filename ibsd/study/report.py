@@ -19,6 +19,7 @@ from ibsd.study.results import (
     per_image_differences,
     training_logs,
 )
+from ibsd.study.selection import PLATEAU_DB, SELECTED, last_quarter, run_selection, validation_curve, validation_name
 from ibsd.study.spec import Study
 
 LOWER_IS_BETTER = {'lpips'}
@@ -69,8 +70,22 @@ def summary_rows(study: Study, scores: dict, iteration_of: dict[str, int]) -> li
     return rows
 
 
+def selected_rows(study: Study, scores: dict, selected: dict[str, int]) -> list[dict]:
+    """Rows of the early-stopped students: each run at its own selected iteration (``iteration``
+    'selected', ``selected_iterations`` 'seed:iteration ...')."""
+    run_of = {(r.variant, r.seed): r.name for r in study.runs}
+    chosen = {Key(k.variant, k.seed, SELECTED, k.test_set): table for k, table in scores.items()
+              if selected.get(run_of.get((k.variant, k.seed))) == k.iteration}
+    rows = summary_rows(study, chosen, {variant: SELECTED for variant in study.variants})
+    for row in rows:
+        row['iteration'] = 'selected'
+        row['selected_iterations'] = ' '.join(f'{seed}:{selected[run_of[(row["variant"], int(seed))]]}'
+                                              for seed in row['seeds'].split())
+    return rows
+
+
 def write_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
-    columns = ['test_set', 'variant', 'iteration', 'seeds', 'images']
+    columns = ['test_set', 'variant', 'iteration', 'seeds', 'images', 'selected_iterations']
     for metric in metrics:
         columns += [f'{metric}_mean', f'{metric}_std']
     for metric in metrics:
@@ -81,7 +96,7 @@ def write_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
         writer = csv.writer(handle)
         writer.writerow(columns)
         for row in rows:
-            values = [row[c] for c in columns[:5]]
+            values = [row.get(c, '') for c in columns[:6]]
             for metric in metrics:
                 values += [f"{row[f'{metric}_mean']:.6f}", f"{row[f'{metric}_std']:.6f}"]
             for metric in metrics:
@@ -109,7 +124,7 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
              'is better); "seeds better" counts seeds with Δ > 0, "images better" images whose Δ averaged over '
              'seeds is > 0. 95% intervals of the mean Δ PSNR: t over the per-seed Δ (needs 2 seeds), and a '
              'bootstrap resampling images and seeds together (10,000 resamples); "no measured difference" when '
-             'an interval holds 0.', '',
+             'an interval holds 0.' + (selection_note(study) if study.early_stopping else ''), '',
              f'Written {datetime.datetime.now().strftime("%Y-%m-%d %H:%M")} on '
              f'{platform.processor() or platform.machine()}, Python {platform.python_version()}.', '']
     for test_set in study.test_sets:
@@ -122,7 +137,9 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
                   '| 95% interval, bootstrap over images × seeds | verdict |',
                   '|---' * (10 + len(metrics)) + '|']
         for row in set_rows:
-            cells = [row['variant'], str(row['iteration']), row['seeds']]
+            iteration = str(row['iteration']) if row['iteration'] != 'selected' else \
+                'best val: ' + ', '.join(item.split(':')[1] for item in row['selected_iterations'].split())
+            cells = [row['variant'], iteration, row['seeds']]
             cells += [_pm(row[f'{m}_mean'], row[f'{m}_std'], digits[m], len(row['seeds'].split())) for m in metrics]
             comparison = row.get('d_psnr')
             if comparison is None:
@@ -150,6 +167,40 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
     return '\n'.join(lines) + '\n'
 
 
+def selection_note(study: Study) -> str:
+    return (f' Rows "best val" are early-stopped students: each run\'s checkpoint with the best validation '
+            f'{study.early_stopping} (earliest on ties, the same rule for every variant), with the iterations '
+            'chosen per seed; on the validation set itself their scores are optimistic.')
+
+
+def convergence(study: Study, logs: dict, options: dict[str, dict]) -> str:
+    """A Markdown table of each variant's validation-PSNR gain over the last quarter of its runs."""
+    lines = []
+    for variant in study.variants:
+        runs = [r for r in study.runs if r.variant == variant and r.name in logs]
+        curves = [c for c in (validation_curve(logs[r.name], options[r.name], 'psnr') for r in runs) if c]
+        if not curves:
+            continue
+        total = options[runs[0].name]['train']['total_iter']
+        quarter = last_quarter(curves, total)
+        if quarter is None:
+            lines.append(f'| {variant} | {len(curves)} | - | - | - | not validated in both halves of the last '
+                         'quarter yet |')
+            continue
+        lines.append(f'| {variant} | {quarter.seeds} | {quarter.start_value:.3f} @ {quarter.start} | '
+                     f'{quarter.end_value:.3f} @ {quarter.end} | {quarter.gain:+.3f} | '
+                     f'{"yes" if quarter.plateau else "no"} |')
+    if not lines:
+        return ''
+    name = validation_name(options[study.runs[0].name])
+    return '\n'.join([f'## Convergence: validation Y-PSNR on {name} during training', '',
+                      f'Mean over seeds at the last validation at or before 3/4 of the run and at the last one; '
+                      f'a variant has reached its plateau when it gains less than {PLATEAU_DB} dB over that '
+                      'last quarter.', '',
+                      '| variant | seeds | start of last quarter | end | gain (dB) | plateau |',
+                      '|---|---|---|---|---|---|', *lines, '']) + '\n'
+
+
 def off_scale_variants(study: Study, rows: list[dict]) -> list[str]:
     """Variants more than ``OFF_SCALE_DB`` below the baseline on a test set (a collapsed run): drawn, they
     would flatten every other line of the plots, so the plots leave them out and the table says so."""
@@ -165,18 +216,27 @@ def final_iterations(study: Study, totals: dict[str, int]) -> dict[str, int]:
     return finals
 
 
-def write_report(study: Study, out: Path, totals: dict[str, int], plots: bool = True) -> Path:
-    """Write ``table.md``, ``table.csv`` and (with matplotlib) the plots; returns the Markdown table's path."""
-    scores = collect_scores(study, out, totals)
+def write_report(study: Study, out: Path, options: dict[str, dict], plots: bool = True) -> Path:
+    """Write ``table.md``, ``table.csv`` and (with matplotlib) the plots; returns the Markdown table's path.
+
+    Args:
+        options: run name -> the run's training options (:func:`ibsd.study.spec.run_options`).
+    """
+    totals = {name: opt['train']['total_iter'] for name, opt in options.items()}
+    selected = {r.name: i for r in study.runs if (i := run_selection(study, out, r, options[r.name])) is not None}
+    scores = collect_scores(study, out, totals, selected)
     iteration_of = final_iterations(study, totals)
     rows = summary_rows(study, scores, iteration_of)
+    rows += selected_rows(study, scores, selected)
+    rows.sort(key=lambda r: list(study.test_sets).index(r['test_set']))  # stable: last, then selected, per set
     metrics = metrics_present(scores)
     write_csv(out / 'table.csv', rows, metrics)
     table = out / 'table.md'
     hidden = off_scale_variants(study, rows)
     note = (f'\nThe plots leave out {", ".join(hidden)}: more than {OFF_SCALE_DB:g} dB below {study.baseline} on a '
             'test set, off the scale of the others.\n') if hidden else ''
-    table.write_text(markdown(study, rows, metrics, scores, iteration_of) + note)
+    logs = training_logs(study, out)
+    table.write_text(markdown(study, rows, metrics, scores, iteration_of) + note + convergence(study, logs, options))
     if plots:
         try:
             import matplotlib  # noqa: F401
@@ -184,7 +244,6 @@ def write_report(study: Study, out: Path, totals: dict[str, int], plots: bool = 
             print('plots skipped: matplotlib is not installed (pip install "ibsd[study]" or matplotlib)')
             return table
         from ibsd.study import plots as plotting
-        logs = training_logs(study, out)
         plotting.write_all(study, out, scores, logs, iteration_of, per_image_differences, hidden)
     return table
 

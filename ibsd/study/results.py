@@ -36,12 +36,14 @@ def read_metric_table(path: Path) -> dict[str, dict[str, float]]:
             for row in rows if row['image'] != 'mean'}
 
 
-def collect_scores(study: Study, out: Path, totals: dict[str, int]) -> dict[Key, dict[str, dict[str, float]]]:
-    """Every per-image table the study has written so far, keyed by student and test set."""
+def collect_scores(study: Study, out: Path, totals: dict[str, int],
+                   selected: dict[str, int] | None = None) -> dict[Key, dict[str, dict[str, float]]]:
+    """Every per-image table the study has written so far, keyed by student and test set (``selected``:
+    run name -> its early-stopping iteration, also read)."""
     from ibsd.study.runner import evaluated_iterations
     scores = {}
     for run in study.runs:
-        for iteration in evaluated_iterations(study, totals[run.name]):
+        for iteration in evaluated_iterations(study, totals[run.name], (selected or {}).get(run.name)):
             for name in study.test_sets:
                 path = out / 'results' / f'{run.name}_i{iteration}' / f'{SAFE_NAME.sub("_", name)}_metrics.csv'
                 if path.exists():

@@ -76,8 +76,15 @@ def result_tables(out: Path, study: Study, run: Run, iteration: int) -> list[Pat
     return [folder / f'{SAFE_NAME.sub("_", name)}_metrics.csv' for name in study.test_sets]
 
 
-def evaluated_iterations(study: Study, total: int) -> list[int]:
-    return sorted(set(study.eval_iters) | {total})
+def evaluated_iterations(study: Study, total: int, selected: int | None = None) -> list[int]:
+    """``eval_iters``, the last iteration and the early-stopping selection (when there is one)."""
+    return sorted(set(study.eval_iters) | {total} | ({selected} if selected else set()))
+
+
+def finished(study: Study, out: Path, run: Run, total: int) -> bool:
+    """The run saved its last checkpoint, or its last evaluation is there (a study folder kept or moved
+    without ``experiments/``, where the checkpoints are)."""
+    return checkpoint(out, run, total).exists() or all(t.exists() for t in result_tables(out, study, run, total))
 
 
 def threads_per_task(study: Study) -> int:
@@ -100,7 +107,7 @@ def plan(study: Study, out: Path, cwd: Path) -> list[Task]:
         options_path = out / 'options' / f'{run.name}.yml'
         write_options(options_path, options, study, 'train', out)
         evaluations = evaluation_tasks(study, run, options, out, cwd)
-        if checkpoint(out, run, total).exists():
+        if finished(study, out, run, total):
             tasks += evaluations()
             continue
         tasks.append(Task(f'{run.variant} s{run.seed}', [console_script('ibsd-train'), '-opt',
@@ -111,12 +118,19 @@ def plan(study: Study, out: Path, cwd: Path) -> list[Task]:
 
 def evaluation_tasks(study: Study, run: Run, options: dict, out: Path, cwd: Path) -> Callable[[], list[Task]]:
     def make() -> list[Task]:
+        from ibsd.study.selection import run_selection
         tasks = []
-        for iteration in evaluated_iterations(study, options['train']['total_iter']):
+        selected = run_selection(study, out, run, options)
+        for iteration in evaluated_iterations(study, options['train']['total_iter'], selected):
             weights = checkpoint(out, run, iteration)
             tables = result_tables(out, study, run, iteration)
-            if all(t.exists() and t.stat().st_mtime >= weights.stat().st_mtime for t in tables):
+            if all(t.exists() for t in tables) and (not weights.exists() or
+                                                    all(t.stat().st_mtime >= weights.stat().st_mtime for t in tables)):
                 continue
+            if not weights.exists():
+                raise OptionError(f'{study.path}: run {run.name}: {weights} is missing, and the evaluation of '
+                                  f'iteration {iteration} has not been written: train the run again (delete '
+                                  f'{out / "experiments" / run.name}) or restore the checkpoint')
             path = out / 'options' / 'test' / f'{run.name}_i{iteration}.yml'
             write_options(path, evaluation_options(study, run, options, weights, iteration, cwd), study, 'test', out)
             tasks.append(Task(f'{run.variant} s{run.seed} test @{iteration}',
@@ -180,7 +194,11 @@ def execute(tasks: list[Task], parallel: int, out: Path, threads: int,
                 running.remove(task)
                 if task.process.returncode == 0:
                     print_line(f'finished {task.label} in {time.monotonic() - task.started:.0f} s')
-                    pending[:0] = task.on_success()
+                    try:
+                        pending[:0] = task.on_success()
+                    except OptionError as error:
+                        failures.append(task.label)
+                        print_line(f'FAILED {task.label}: {error}')
                 else:
                     failures.append(task.label)
                     print_line(f'FAILED {task.label} (exit status {task.process.returncode}); end of '

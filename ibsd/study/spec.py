@@ -19,6 +19,7 @@ Example (``options/study/*.yml`` hold complete ones)::
       City100 081-100: {dataroot_gt: datasets/City100/x2/val_HR, dataroot_lq: datasets/City100/x2/val_LR}
     parallel: 2                                           # runs at once (threads split between them)
     eval_weights: auto                                    # or params / params_ema (auto: EMA when kept)
+    early_stopping: psnr                                  # also evaluate each run's best-validated checkpoint
 
 Relative data and weight paths (``dataroot_*``, ``meta_info_file``, ``pretrain_network_*``) are
 taken from the directory ``ibsd-study`` runs in, as ``ibsd-train`` would.
@@ -37,8 +38,9 @@ from ibsd.models.ibsd_options import IBSD_TRAIN_KEYS, OptionError, as_number, re
 from ibsd.run_checks import read_option_file
 
 STUDY_KEYS = {'name', 'base', 'set', 'variants', 'baseline', 'seeds', 'eval_iters', 'test_sets', 'parallel',
-              'threads', 'prepare', 'crop_size', 'eval_weights'}
+              'threads', 'prepare', 'crop_size', 'eval_weights', 'early_stopping'}
 EVAL_WEIGHTS = ('auto', 'params', 'params_ema')
+EARLY_STOPPING_METRICS = ('psnr', 'ssim')
 VARIANT_KEYS = {'plain', 'set', 'remove', 'seeds'}
 TEST_SET_KEYS = {'dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file', 'io_backend'}
 PATH_KEYS = re.compile(r'^(dataroot_\w+|meta_info_file|pretrain_network_\w+)$')
@@ -80,6 +82,7 @@ class Study:
     prepare: list[list[str]]
     crop_size: int
     eval_weights: str = 'auto'
+    early_stopping: str | None = None
 
     @property
     def runs(self) -> list[Run]:
@@ -166,6 +169,10 @@ def load_study(path: str | Path) -> Study:
     eval_weights = str(raw.get('eval_weights', 'auto'))
     if eval_weights not in EVAL_WEIGHTS:
         raise OptionError(f"{where}: eval_weights: must be one of {EVAL_WEIGHTS}, got '{eval_weights}'")
+    early_stopping = raw.get('early_stopping')
+    if early_stopping is not None and early_stopping not in EARLY_STOPPING_METRICS:
+        raise OptionError(f"{where}: early_stopping: the validation metric to select on, one of "
+                          f"{EARLY_STOPPING_METRICS}, got {early_stopping!r}")
     return Study(
         name=SAFE_NAME.sub('_', str(raw['name'])), path=path.resolve(), base=base,
         edits=_edits(raw.get('set'), f'{where}: set'), variants=variants, baseline=baseline,
@@ -175,7 +182,8 @@ def load_study(path: str | Path) -> Study:
         parallel=as_number(raw.get('parallel', 1), f'{where}: parallel', int),
         threads=None if threads is None else as_number(threads, f'{where}: threads', int),
         prepare=[[str(word) for word in command] for command in prepare],
-        crop_size=as_number(raw.get('crop_size', 96), f'{where}: crop_size', int), eval_weights=eval_weights)
+        crop_size=as_number(raw.get('crop_size', 96), f'{where}: crop_size', int), eval_weights=eval_weights,
+        early_stopping=early_stopping)
 
 
 # --------------------------------------------------------------------------- editing options
@@ -227,16 +235,38 @@ def absolute_paths(node: Any, root: Path) -> Any:
     return node
 
 
-def save_every(study: Study, total_iter: int) -> int:
+def save_every(study: Study, total_iter: int, val_freq: int | None = None) -> int:
     """A checkpoint interval that lands on every evaluated iteration and on the last one, and saves at least
-    about four times per run (a killed run resumes from its last state)."""
+    about four times per run (a killed run resumes from its last state). With ``early_stopping`` it also lands
+    on every validation (``val_freq``): any validated checkpoint may be the one selected."""
     interval = 0
-    for iteration in [*study.eval_iters, total_iter]:
+    for iteration in [*study.eval_iters, total_iter, *([val_freq] if val_freq else [])]:
         interval = math.gcd(interval, iteration)
     for divisor in (2, 3, 5):
         while interval > total_iter // 4 and interval % divisor == 0:
             interval //= divisor
     return interval
+
+
+def validation_interval(study: Study, opt: dict) -> int | None:
+    """``val:val_freq`` of a run when the study selects checkpoints on validation, else None.
+
+    Raises:
+        OptionError: ``early_stopping`` without a validation set, or with no whole-number ``val_freq``.
+    """
+    if study.early_stopping is None:
+        return None
+    where = f'{study.path}: early_stopping'
+    if not (opt.get('datasets') or {}).get('val') or not opt.get('val'):
+        raise OptionError(f'{where}: the runs have no datasets:val and val: sections to select checkpoints on')
+    val_freq = as_number(opt['val'].get('val_freq'), 'val:val_freq', float)
+    if val_freq < 1 or val_freq != int(val_freq):
+        raise OptionError(f'{where}: val:val_freq must be a whole number of iterations, got {val_freq!r}')
+    print_freq = as_number((opt.get('logger') or {}).get('print_freq', 100), 'logger:print_freq', int)
+    if val_freq % print_freq:
+        raise OptionError(f'{where}: logger:print_freq ({print_freq}) must divide val:val_freq ({val_freq:g}): '
+                          'the log dates each validation by the iteration line before it')
+    return int(val_freq)
 
 
 def run_options(study: Study, run: Run, root: Path) -> dict:
@@ -261,7 +291,7 @@ def run_options(study: Study, run: Run, root: Path) -> dict:
     if late:
         raise OptionError(f'{where}: eval_iters {late} are beyond train:total_iter {total}')
     opt['train']['total_iter'] = total
-    opt.setdefault('logger', {})['save_checkpoint_freq'] = save_every(study, total)
+    opt.setdefault('logger', {})['save_checkpoint_freq'] = save_every(study, total, validation_interval(study, opt))
     check_run(opt, f'{where}: run {run.name} (variant {run.variant})')
     return absolute_paths(opt, root)
 
