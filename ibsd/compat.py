@@ -327,6 +327,7 @@ def with_option_defaults(parse_options):
     def parse_options_with_defaults(root_path: str, is_train: bool = True):
         from ibsd.models.ibsd_options import check_ibsd_options, convert_iteration_counts
         from ibsd.run_checks import check_option_file, check_run_options
+        from ibsd.threads import apply_run_threads
         check_option_file(sys.argv)
         opt, args = parse_options(root_path, is_train)
         if isinstance(opt.get('val'), dict):
@@ -337,6 +338,9 @@ def with_option_defaults(parse_options):
         check_run_options(opt, is_train)
         if is_train and opt.get('model_type') == 'IBSDModel':
             check_ibsd_options(opt)
+        threads, source = apply_run_threads(opt)
+        if opt.get('rank', 0) == 0:
+            print(f'CPU threads: {threads} ({source})', flush=True)
         return opt, args
 
     parse_options_with_defaults.__wrapped__ = parse_options

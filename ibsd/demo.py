@@ -12,10 +12,14 @@ Everything happens under ``--workdir`` (default ``./ibsd_demo``)::
     options/                 the generated BasicSR YAML files (rerun them with ibsd-train/-test)
     experiments/<name>/      checkpoints, training states, logs
     results/<name>/          test log, SR images, metrics
+    logs/<name>_{train,test}.log  the console output of each step (the console shows progress only)
 
 Training runs with ``--auto_resume``: rerunning the command after an interruption continues
 from the last checkpoint, and rerunning a finished demo only re-tests it. Run names carry the
 iterations, the warm-up and the seed, so a rerun with other options trains new runs.
+
+Every step runs with ``--threads`` CPU threads (default 1: the same numbers on every run on one machine,
+and no slowdown when other work shares the cores; see :mod:`ibsd.threads`).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import argparse
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import cv2
@@ -30,6 +35,7 @@ import numpy as np
 import yaml
 
 from ibsd.data.default_set import DefaultSetConfig, build_default_set
+from ibsd.progress import last_progress, tail
 
 WARMUP, BASELINE, IBSD = 'Warmup', 'L1', 'IBSD'
 IBSD_TERMS = {
@@ -39,6 +45,9 @@ IBSD_TERMS = {
     'soft_target': {'source': 'snapshot', 'alpha_max': 0.8},
 }
 WARMUP_ITERS, ITERS = 600, 300
+THREADS = 1
+PROGRESS_EVERY_S = 30.0
+POLL_S = 0.5
 METRICS = {
     'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True},
     'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'test_y_channel': True},
@@ -120,10 +129,30 @@ def read_test_metrics(results_dir: Path) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(r'# (\w+): ([-\d.]+)', logs[-1].read_text())}
 
 
-def _run_pipeline(kind: str, option_file: Path, workdir: Path, *extra: str) -> None:
-    command = [sys.executable, '-m', f'ibsd.{kind}', '-opt', _relative(option_file, workdir), *extra]
-    print(f'\n$ (cd {workdir} && {" ".join(command[2:])})', flush=True)
-    subprocess.run(command, cwd=workdir, check=True)
+class DemoError(RuntimeError):
+    """A step of the demo failed: the message names it and shows the end of its log."""
+
+
+def _run_pipeline(kind: str, option_file: Path, workdir: Path, log: Path, threads: int, *extra: str,
+                  total_iter: int | None = None) -> None:
+    """Run ``ibsd.train`` / ``ibsd.test`` with its output in ``log``, printing its progress every 30 s."""
+    command = [sys.executable, '-m', f'ibsd.{kind}', '-opt', _relative(option_file, workdir), '--threads',
+               str(threads), *extra]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f'$ (cd {workdir} && {" ".join(command[2:])}) >> {_relative(log, workdir)}', flush=True)
+    started = time.monotonic()
+    with open(log, 'a') as handle:
+        process = subprocess.Popen(command, cwd=workdir, stdout=handle, stderr=subprocess.STDOUT)
+    next_report = started + PROGRESS_EVERY_S
+    while process.poll() is None:
+        time.sleep(POLL_S)
+        progress = last_progress(log) if total_iter else None
+        if progress and time.monotonic() >= next_report:
+            next_report = time.monotonic() + PROGRESS_EVERY_S
+            print(f'  iteration {progress[0]}/{total_iter}, ETA {progress[1]}', flush=True)
+    if process.returncode != 0:
+        raise DemoError(f'{kind} step failed (exit status {process.returncode}); the end of {log}:\n{tail(log)}')
+    print(f'  done in {time.monotonic() - started:.0f} s', flush=True)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -134,7 +163,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--iters', type=int, default=ITERS,
                         help=f'iterations of the L1 and the IBSD run after the warm-up (default: {ITERS})')
     parser.add_argument('--seed', type=int, default=0, help='seed for the data set and training')
+    parser.add_argument('--threads', type=int, default=THREADS,
+                        help=f'CPU threads of every step (default: {THREADS}; the README times the demo with it)')
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        parser.error('--threads must be >= 1')
     if args.iters < 1:
         parser.error('--iters must be >= 1')
     if args.warmup_iters < 0:
@@ -143,7 +176,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def train_and_test(kind: str, name: str, data: dict[str, Path], workdir: Path, iters: int, seed: int,
-                   start: str | None = None) -> dict[str, float]:
+                   start: str | None = None, threads: int = THREADS) -> dict[str, float]:
     """Write the YAML files of one run, train it (resuming if interrupted), test it, return its metrics."""
     train_opt, test_opt = demo_options(data, workdir, iters, seed, kind, name, start)
     options = workdir / 'options'
@@ -151,13 +184,24 @@ def train_and_test(kind: str, name: str, data: dict[str, Path], workdir: Path, i
     train_file, test_file = options / f'train_{name}.yml', options / f'test_{name}.yml'
     train_file.write_text(yaml.safe_dump(train_opt, sort_keys=False))
     test_file.write_text(yaml.safe_dump(test_opt, sort_keys=False))
-    _run_pipeline('train', train_file, workdir, '--auto_resume')
-    _run_pipeline('test', test_file, workdir)
+    print(f'\n{kind}: {name}', flush=True)
+    logs = workdir / 'logs'
+    _run_pipeline('train', train_file, workdir, logs / f'{name}_train.log', threads, '--auto_resume',
+                  total_iter=iters)
+    _run_pipeline('test', test_file, workdir, logs / f'{name}_test.log', threads)
     return read_test_metrics(workdir / 'results' / test_opt['name'])
 
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    try:
+        compare(args)
+    except DemoError as error:
+        sys.exit(f'ibsd-demo: {error}')
+
+
+def compare(args: argparse.Namespace) -> None:
+    """Build the data, train and test the runs, print the table."""
     workdir = Path(args.workdir).resolve()
     print(f'Building the default data set under {workdir / "datasets"} ...', flush=True)
     data = build_default_set(workdir / 'datasets' / 'ibsd_default', DefaultSetConfig(seed=args.seed))
@@ -167,11 +211,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.warmup_iters:
         names[WARMUP] = run_name(WARMUP, args.warmup_iters, args.seed)
         rows.append((f'IMDN, L1 warm-up ({args.warmup_iters} it)',
-                     train_and_test(WARMUP, names[WARMUP], data, workdir, args.warmup_iters, args.seed)))
+                     train_and_test(WARMUP, names[WARMUP], data, workdir, args.warmup_iters, args.seed,
+                                    threads=args.threads)))
         start = f'experiments/{names[WARMUP]}/models/net_g_latest.pth'
     for label, kind in (('L1 only', BASELINE), ('IBSD', IBSD)):
         rows.append((f'IMDN, {label} ({"+" if start else ""}{args.iters} it)',
-                     train_and_test(kind, names[kind], data, workdir, args.iters, args.seed, start)))
+                     train_and_test(kind, names[kind], data, workdir, args.iters, args.seed, start,
+                                    threads=args.threads)))
     print('\n' + '=' * 72)
     print('Validation on held-out photos with unseen degradations (x4, Y channel, crop 4):')
     print(f'  {"method":<32}{"PSNR (dB)":>12}{"SSIM":>10}')
@@ -181,6 +227,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f'  IBSD - L1: {gain:+.3f} dB (one seed: not a measured difference between the methods)')
     print(f'Checkpoints and training logs: {workdir / "experiments"}/{{{",".join(names.values())}}}')
     print(f'Test logs and SR images:       {workdir / "results"}')
+    print(f'Console output of each step:   {workdir / "logs"}')
     print(f'Options (rerun with ibsd-train / ibsd-test from {workdir}): {workdir / "options"}')
     print('=' * 72)
 

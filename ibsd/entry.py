@@ -1,7 +1,7 @@
 """Command-line entry points that run BasicSR's own train and test pipelines with IBSD loaded.
 
 The CLI is BasicSR's (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``,
-``--force_yml``). Experiments, logs and results go under the current working directory
+``--force_yml``) and ``--threads N`` (:mod:`ibsd.threads`). Experiments, logs and results go under the current working directory
 (``./experiments``, ``./results``, ``./tb_logger``), never next to the installed package.
 """
 from __future__ import annotations
@@ -21,9 +21,11 @@ def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
     from ibsd.data.checks import DataCheckError
     from ibsd.models.divergence_guard import DivergenceError
     from ibsd.models.ibsd_options import OptionError
+    import ibsd.threads
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     try:
+        sys.argv[1:], ibsd.threads.requested = ibsd.threads.pop_threads_argument(sys.argv[1:])
         pipeline(os.getcwd())
     except (OptionError, DataCheckError, DivergenceError, CheckpointError, CheckpointWriteError,
             NonFiniteWeightsError) as error:

@@ -35,7 +35,9 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from ibsd.archs.checkpoint import CheckpointError, load_pretrained
 from ibsd.image_io import Picture, png_text, read_picture, to_pixels, write_png
+from ibsd.models.ibsd_options import OptionError
 from ibsd.models.tiling import tiled_forward
+from ibsd.threads import apply_threads, choose_threads, parse_threads
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
 COMPARE_SUFFIX = 'compare'
@@ -100,7 +102,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--suffix', default='sr', help='output name: <stem>_<suffix>.png (default: sr)')
     parser.add_argument('--compare', action='store_true', help='also save <stem>_compare.png: bicubic | model')
+    parser.add_argument('--threads', help='CPU threads (default: OMP_NUM_THREADS, else auto: the idle cores, on the CPU)')
     args = parser.parse_args(argv)
+    try:
+        args.threads = parse_threads(args.threads, '--threads')
+    except OptionError as error:
+        parser.error(str(error))
     if not args.opt and not args.arch:
         parser.error('give --opt (a YAML with network_g) or --arch')
     if args.tile_pad < 0:
@@ -405,6 +412,10 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(f'ibsd-infer: {message}', file=sys.stderr)
 
     device, dtype = select_device(args)
+    threads, source = choose_threads(args.threads, None, device.type == 'cpu', torch.get_num_threads())
+    apply_threads(threads)
+    if device.type == 'cpu':
+        log(f'{threads} CPU thread(s) ({source})')
     images, outputs = list_images(Path(args.input), args.suffix)
     if outputs:
         log(f'left out {len(outputs)} outputs of ibsd-infer in {args.input} (named *_{args.suffix}.png or '

@@ -90,6 +90,7 @@ def test_demo_command_warms_up_trains_tests_and_reports(tmp_path):
     result = subprocess.run([sys.executable, '-m', 'ibsd.demo', '--workdir', str(workdir), '--warmup-iters', '2',
                              '--iters', '3'], capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    assert len(result.stdout.splitlines()) < 60 and 'network_g' not in result.stdout  # progress and table only
     for label in ('bicubic upsampling', 'IMDN, L1 warm-up (2 it)', 'IMDN, L1 only (+3 it)', 'IMDN, IBSD (+3 it)',
                   'IBSD - L1: '):
         assert label in result.stdout
@@ -105,6 +106,9 @@ def test_demo_command_warms_up_trains_tests_and_reports(tmp_path):
         assert options['path']['pretrain_network_g'] == warm
         log = next((workdir / 'experiments' / name).glob('train_*.log')).read_text()
         assert f'{names[0]}/models/net_g_latest.pth' in log  # the weights were loaded, not only named
+    for name in names:
+        console = (workdir / 'logs' / f'{name}_train.log').read_text()
+        assert 'CPU threads: 1 (--threads)' in console and 'network_g' in console
 
 
 @pytest.mark.parametrize('warmup', [0, 5])
@@ -113,9 +117,12 @@ def test_demo_runs_are_named_by_their_settings_and_start_from_the_warm_up(tmp_pa
     calls = []
     monkeypatch.setattr(demo, 'build_default_set', lambda *args, **kwargs: {})
     monkeypatch.setattr(demo, 'bicubic_scores', lambda data: {'psnr': 20.0, 'ssim': 0.5})
-    monkeypatch.setattr(demo, 'train_and_test', lambda *args: calls.append(args) or {'psnr': 21.0 + len(calls),
-                                                                                     'ssim': 0.6})
-    demo.main(['--workdir', str(tmp_path), '--warmup-iters', str(warmup), '--iters', '7', '--seed', '3'])
+    seen = []
+    monkeypatch.setattr(demo, 'train_and_test', lambda *args, threads: calls.append(args) or seen.append(threads)
+                        or {'psnr': 21.0 + len(calls), 'ssim': 0.6})
+    demo.main(['--workdir', str(tmp_path), '--warmup-iters', str(warmup), '--iters', '7', '--seed', '3',
+               '--threads', '2'])
+    assert seen == [2] * len(calls)
     runs = [(kind, name, iters, start) for kind, name, _, _, iters, _, *start in calls]
     if warmup:
         warm = 'Warmup_IMDN_x4_default_5it_seed3'
@@ -158,3 +165,13 @@ def test_build_is_reproducible_and_leaves_global_random_state_alone(tmp_path, sm
             return dict(txn.cursor())
     assert contents(again['train_lq']) == contents(small_set['train_lq'])
     assert (again['val_lq'] / 'coffee.png').read_bytes() == (small_set['val_lq'] / 'coffee.png').read_bytes()
+
+
+def test_a_failed_demo_step_ends_with_the_end_of_its_log(tmp_path):
+    import ibsd.demo as demo
+    (tmp_path / 'bad.yml').write_text('name: [unclosed\n')
+    with pytest.raises(demo.DemoError) as caught:
+        demo._run_pipeline('train', tmp_path / 'bad.yml', tmp_path, tmp_path / 'logs' / 'bad_train.log', 1)
+    message = str(caught.value)
+    assert message.startswith('train step failed (exit status 1); the end of')
+    assert 'bad.yml:2:1: invalid YAML' in message  # the log's last lines, not a traceback of the demo

@@ -14,7 +14,6 @@ runs and evaluations. A failed run is reported with the end of its log and fails
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 import sysconfig
@@ -26,11 +25,11 @@ from typing import Callable
 import yaml
 
 from ibsd.models.ibsd_options import OptionError
+from ibsd.progress import last_progress, tail
 from ibsd.study.spec import Run, Study, evaluation_options, run_options
 
 PROGRESS_EVERY_S = 30.0
 POLL_S = 1.0
-ITERATION_LINE = re.compile(r'iter:\s*([\d,]+), lr:.*?\[eta: ([^,]+),')
 HEADER = ('# Written by ibsd-study from {study}: edit the study file, not this one.\n'
           '# Rerun this run by hand from the study folder: ibsd-{tool} -opt {path}\n')
 
@@ -140,18 +139,6 @@ def evaluation_tasks(study: Study, run: Run, options: dict, out: Path, cwd: Path
     return make
 
 
-def last_progress(log: Path) -> tuple[int, str] | None:
-    """(iteration, BasicSR's ETA) of the newest iteration line in a run's log."""
-    try:
-        with open(log, 'rb') as handle:
-            handle.seek(max(0, log.stat().st_size - 8192))
-            tail = handle.read().decode(errors='replace')
-    except OSError:
-        return None
-    found = ITERATION_LINE.findall(tail)
-    return (int(found[-1][0].replace(',', '')), found[-1][1].strip()) if found else None
-
-
 def progress_line(task: Task) -> str:
     elapsed = time.monotonic() - task.started
     if task.total_iter is None:
@@ -162,13 +149,6 @@ def progress_line(task: Task) -> str:
     if progress[0] >= task.total_iter:
         return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, saving and validating'
     return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, ETA {progress[1]}'
-
-
-def tail(path: Path, lines: int = 15) -> str:
-    try:
-        return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
-    except OSError:
-        return '(no log)'
 
 
 def execute(tasks: list[Task], parallel: int, out: Path, threads: int,
