@@ -87,3 +87,12 @@ def test_ibsd_test_applies_and_reports_its_threads(tmp_path, arguments, option, 
     assert expected in output, output[-3000:]
     if 'OptionError' not in expected:
         assert result.returncode == 0 and 'torch threads 1' in output
+
+
+def test_ibsd_infer_takes_a_thread_count(capsys):
+    from ibsd.infer import parse_args
+    base = ['-i', 'in.png', '--model-path', 'w.pth', '--arch', 'IMDN']
+    assert parse_args(base).threads is None and parse_args([*base, '--threads', '2']).threads == 2
+    with pytest.raises(SystemExit) as exit_status:
+        parse_args([*base, '--threads', '0'])
+    assert exit_status.value.code == 2 and '--threads: expected a whole number' in capsys.readouterr().err
