@@ -412,15 +412,16 @@ def run(args: argparse.Namespace) -> int:
         tqdm.write(f'ibsd-infer: {message}', file=sys.stderr)
 
     device, dtype = select_device(args)
-    threads, source = choose_threads(args.threads, None, device.type == 'cpu', torch.get_num_threads())
+    default = torch.get_num_threads()
+    threads, source = choose_threads(args.threads, None, device.type == 'cpu', default)
     apply_threads(threads)
-    if device.type == 'cpu':
-        log(f'{threads} CPU thread(s) ({source})')
     images, outputs = list_images(Path(args.input), args.suffix)
     if outputs:
         log(f'left out {len(outputs)} outputs of ibsd-infer in {args.input} (named *_{args.suffix}.png or '
             f'*_{COMPARE_SUFFIX}.png, or marked in the PNG; give one as -i to upscale it)')
     upscaler = prepare(args, device, dtype, log)
+    if device.type == 'cpu' and threads != default:
+        log(f'{threads} CPU thread(s) ({source})')
     out_dir = Path(args.output) if args.output else None
     if out_dir:
         try:
