@@ -218,3 +218,19 @@ def test_invalid_yaml_in_a_study_file_names_file_and_line(tmp_path):
     path.write_text('name: x\nvariants: {L1: {plain: true}\n')
     with pytest.raises(OptionError, match=rf'^{path}:3:1: invalid YAML: .* at line 2, column 11\)$'):
         load_study(path)
+
+
+def test_a_part_of_the_study_is_trained_by_variant_and_seed(tmp_path):
+    from ibsd.study.cli import selected_runs
+    from ibsd.study.runner import plan
+    study = load_study(study_file(tmp_path))
+    assert selected_runs(study, None, None) == {r.name for r in study.runs}
+    part = selected_runs(study, ['IBSD'], [1])
+    assert part == {'tiny_IBSD_s1'}
+    assert [t.label for t in plan(study, tmp_path / 'out', tmp_path, part)] == ['IBSD s1']
+    assert [t.label for t in plan(study, tmp_path / 'out', tmp_path, selected_runs(study, None, [0]))] == \
+        ['L1 s0', 'IBSD s0']
+    with pytest.raises(OptionError, match=r"--variants: \['L2'\] not in the study"):
+        selected_runs(study, ['L2'], None)
+    with pytest.raises(OptionError, match=r'--seeds \[7\]: no run of the study has these seeds'):
+        selected_runs(study, None, [7])

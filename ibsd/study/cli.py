@@ -2,6 +2,7 @@
 
     ibsd-study options/study/city100_imdn_x2_cpu.yml            # folder studies/<name>
     ibsd-study options/study/city100_imdn_x2_cpu.yml --report   # only rewrite table and plots
+    ibsd-study options/study/city100_imdn_x2_cpu.yml --variants L1 IBSD --seeds 0   # a part of it
 
 Starting it again resumes unfinished runs; finished runs and evaluations are kept.
 """
@@ -23,9 +24,29 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument('--parallel', type=int, help='runs at once (default: the study file\'s parallel)')
     parser.add_argument('--threads', type=int, help='threads in all, split between the parallel runs '
                                                      '(default: the study file\'s threads, else every CPU)')
+    parser.add_argument('--variants', nargs='+', metavar='NAME',
+                        help='train and evaluate only these variants (the report shows every run there is)')
+    parser.add_argument('--seeds', nargs='+', type=int, metavar='SEED', help='train and evaluate only these seeds')
     parser.add_argument('--report', action='store_true', help='write the report from what exists; train nothing')
     parser.add_argument('--no-plots', action='store_true', help='tables only (no matplotlib needed)')
     return parser.parse_args(argv)
+
+
+def selected_runs(study, variants: list[str] | None, seeds: list[int] | None) -> set[str]:
+    """Names of the runs ``--variants`` / ``--seeds`` leave in (all when neither is given).
+
+    Raises:
+        OptionError: a variant or seed the study does not have.
+    """
+    from ibsd.models.ibsd_options import OptionError
+    unknown = sorted(set(variants or []) - set(study.variants))
+    if unknown:
+        raise OptionError(f'--variants: {unknown} not in the study (its variants: {list(study.variants)})')
+    runs = [r for r in study.runs if (not variants or r.variant in variants) and (not seeds or r.seed in seeds)]
+    if not runs:
+        raise OptionError(f'--seeds {seeds}: no run of the study has these seeds'
+                          + (f' among the variants {variants}' if variants else ''))
+    return {r.name for r in runs}
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -46,7 +67,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         if args.report and not (out / 'results').is_dir():
             raise OptionError(f'--report: {out} holds no evaluated run (no results/ folder): run the study first, '
                               'or name its folder with --out')
-        failures = [] if args.report else run_study(study, out, cwd)
+        selected = selected_runs(study, args.variants, args.seeds)
+        failures = [] if args.report else run_study(study, out, cwd, runs=selected)
         table = write_report(study, out, options, plots=not args.no_plots)
     except OptionError as error:
         sys.exit(f'OptionError: {error}')

@@ -96,11 +96,14 @@ def task_environment(threads: int) -> dict:
             'PYTHONUNBUFFERED': '1'}
 
 
-def plan(study: Study, out: Path, cwd: Path) -> list[Task]:
-    """Write every run's options; the training tasks of unfinished runs and the evaluations still missing."""
+def plan(study: Study, out: Path, cwd: Path, runs: set[str] | None = None) -> list[Task]:
+    """Write every run's options; the training tasks of unfinished runs and the evaluations still missing
+    (of the runs named in ``runs``, default all)."""
     tasks = []
     order = list(study.variants)
     for run in sorted(study.runs, key=lambda r: (r.seed, order.index(r.variant))):  # seed by seed: paired early
+        if runs is not None and run.name not in runs:
+            continue
         options = run_options(study, run, cwd)
         total = options['train']['total_iter']
         options_path = out / 'options' / f'{run.name}.yml'
@@ -205,14 +208,16 @@ def prepare_data(study: Study, cwd: Path) -> None:
             raise OptionError(f"{study.path}: prepare: '{' '.join(command)}' failed (exit status {result.returncode})")
 
 
-def run_study(study: Study, out: Path, cwd: Path, print_line: Callable[[str], None] = print) -> list[str]:
-    """Prepare, train and evaluate what is missing; returns the labels of failed tasks."""
+def run_study(study: Study, out: Path, cwd: Path, print_line: Callable[[str], None] = print,
+              runs: set[str] | None = None) -> list[str]:
+    """Prepare, train and evaluate what is missing (of ``runs``, default all); returns the labels of failed tasks."""
     out.mkdir(parents=True, exist_ok=True)
     prepare_data(study, cwd)
-    tasks = plan(study, out, cwd)
+    tasks = plan(study, out, cwd, runs)
     threads = threads_per_task(study)
     trainings = sum(t.total_iter is not None for t in tasks)
-    print_line(f'{study.name}: {len(study.runs)} runs, {trainings} to train, {len(tasks) - trainings} evaluations '
+    chosen = len(study.runs) if runs is None else len(runs)
+    print_line(f'{study.name}: {chosen} of {len(study.runs)} runs, {trainings} to train, {len(tasks) - trainings} evaluations '
                f'ready; {study.parallel} at a time with {threads} thread(s) each; folder {out}')
     sys.stdout.flush()
     return execute(tasks, study.parallel, out, threads, print_line)
