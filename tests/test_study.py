@@ -234,3 +234,28 @@ def test_a_part_of_the_study_is_trained_by_variant_and_seed(tmp_path):
         selected_runs(study, ['L2'], None)
     with pytest.raises(OptionError, match=r'--seeds \[7\]: no run of the study has these seeds'):
         selected_runs(study, None, [7])
+
+
+@pytest.mark.parametrize('signal_name', ['SIGTERM', 'SIGHUP'])
+def test_a_killed_study_stops_its_runs(tmp_path, signal_name):
+    """``kill`` of the study terminates the runs it started: none is left to train beside its restart."""
+    import signal
+    import time
+    script = tmp_path / 'study.py'
+    script.write_text(
+        'import sys, subprocess\nfrom pathlib import Path\nfrom ibsd.study.runner import Task, execute\n'
+        'out = Path(sys.argv[1])\n'
+        'task = Task("sleeper", [sys.executable, "-c", "import time; print(\\"up\\", flush=True); time.sleep(120)"],'
+        ' out / "sleeper.log", 1)\n'
+        'try:\n    execute([task], 1, out, 1, print_line=lambda line: None)\n'
+        'except KeyboardInterrupt as stop:\n'
+        '    print("stopped", getattr(stop, "number", None), task.process.poll(), flush=True)\n')
+    study = subprocess.Popen([sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while 'up' not in ((tmp_path / 'sleeper.log').read_text() if (tmp_path / 'sleeper.log').exists() else ''):
+        assert time.monotonic() < deadline and study.poll() is None
+        time.sleep(0.1)
+    study.send_signal(getattr(signal, signal_name))
+    output, _ = study.communicate(timeout=60)
+    number = getattr(signal, signal_name).value
+    assert output.split() == ['stopped', str(number), str(-signal.SIGTERM.value)]  # the run was terminated

@@ -72,6 +72,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         table = write_report(study, out, options, plots=not args.no_plots)
     except OptionError as error:
         sys.exit(f'OptionError: {error}')
+    except KeyboardInterrupt as stop:
+        number = getattr(stop, 'number', 2)
+        print(f'ibsd-study: stopped by signal {number}; its runs were stopped with it and resume when the study is '
+              'started again', file=sys.stderr)
+        sys.exit(128 + number)
     print(table.read_text())
     print(f'report: {table} (and table.csv, plots) in {out}')
     if failures:

@@ -13,7 +13,9 @@ runs and evaluations. A failed run is reported with the end of its log and fails
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import sysconfig
@@ -154,47 +156,81 @@ def progress_line(task: Task) -> str:
     return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, ETA {progress[1]}'
 
 
+class StudyStopped(KeyboardInterrupt):
+    """The study was told to stop (SIGTERM, or SIGHUP when not ignored): its runs are stopped with it."""
+
+    def __init__(self, number: int):
+        super().__init__(f'signal {number}')
+        self.number = number
+
+
+@contextlib.contextmanager
+def stopping_on_signals():
+    """SIGTERM (``kill``) and SIGHUP stop the study as Ctrl-C does: its runs are terminated with it, so a
+    study started again never trains a run twice at once (its orphan and its restart)."""
+    def stop(number, frame):
+        raise StudyStopped(number)
+
+    previous = {}
+    for number in (signal.SIGTERM, getattr(signal, 'SIGHUP', None)):
+        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:  # nohup ignores SIGHUP: keep it
+            previous[number] = signal.signal(number, stop)
+    try:
+        yield
+    finally:
+        for number, handler in previous.items():
+            signal.signal(number, handler)
+
+
 def execute(tasks: list[Task], parallel: int, out: Path, threads: int,
             print_line: Callable[[str], None] = print) -> list[str]:
     """Run ``tasks`` (and the tasks their successes add), ``parallel`` at a time; returns the failures."""
     pending, running, failures = list(tasks), [], []
-    next_report = time.monotonic() + PROGRESS_EVERY_S
     environment = task_environment(threads)
     try:
-        while pending or running:
-            while pending and len(running) < parallel:
-                task = pending.pop(0)
-                task.log.parent.mkdir(parents=True, exist_ok=True)
-                handle = open(task.log, 'a')
-                task.process = subprocess.Popen(task.command, cwd=out, stdout=handle, stderr=subprocess.STDOUT,
-                                                env=environment)
-                handle.close()
-                task.started = time.monotonic()
-                running.append(task)
-                print_line(f'started {task.label} ({threads} thread(s)): log {task.log.relative_to(out)}')
-            time.sleep(POLL_S)
-            for task in [t for t in running if t.process.poll() is not None]:
-                running.remove(task)
-                if task.process.returncode == 0:
-                    print_line(f'finished {task.label} in {time.monotonic() - task.started:.0f} s')
-                    try:
-                        pending[:0] = task.on_success()
-                    except OptionError as error:
-                        failures.append(task.label)
-                        print_line(f'FAILED {task.label}: {error}')
-                else:
-                    failures.append(task.label)
-                    print_line(f'FAILED {task.label} (exit status {task.process.returncode}); end of '
-                               f'{task.log}:\n{tail(task.log)}')
-            if running and time.monotonic() >= next_report:
-                next_report = time.monotonic() + PROGRESS_EVERY_S
-                print_line('\n'.join(progress_line(t) for t in running))
+        with stopping_on_signals():
+            failures = run_all(pending, running, failures, parallel, out, threads, environment, print_line)
     except KeyboardInterrupt:
         for task in running:
             task.process.terminate()
         for task in running:
             task.process.wait()
         raise
+    return failures
+
+
+def run_all(pending: list[Task], running: list[Task], failures: list[str], parallel: int, out: Path, threads: int,
+            environment: dict, print_line: Callable[[str], None]) -> list[str]:
+    """The loop of :func:`execute`: start tasks while slots are free, collect the finished ones."""
+    next_report = time.monotonic() + PROGRESS_EVERY_S
+    while pending or running:
+        while pending and len(running) < parallel:
+            task = pending.pop(0)
+            task.log.parent.mkdir(parents=True, exist_ok=True)
+            handle = open(task.log, 'a')
+            task.process = subprocess.Popen(task.command, cwd=out, stdout=handle, stderr=subprocess.STDOUT,
+                                            env=environment)
+            handle.close()
+            task.started = time.monotonic()
+            running.append(task)
+            print_line(f'started {task.label} ({threads} thread(s)): log {task.log.relative_to(out)}')
+        time.sleep(POLL_S)
+        for task in [t for t in running if t.process.poll() is not None]:
+            running.remove(task)
+            if task.process.returncode == 0:
+                print_line(f'finished {task.label} in {time.monotonic() - task.started:.0f} s')
+                try:
+                    pending[:0] = task.on_success()
+                except OptionError as error:
+                    failures.append(task.label)
+                    print_line(f'FAILED {task.label}: {error}')
+            else:
+                failures.append(task.label)
+                print_line(f'FAILED {task.label} (exit status {task.process.returncode}); end of '
+                           f'{task.log}:\n{tail(task.log)}')
+        if running and time.monotonic() >= next_report:
+            next_report = time.monotonic() + PROGRESS_EVERY_S
+            print_line('\n'.join(progress_line(t) for t in running))
     return failures
 
 
