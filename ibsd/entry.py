@@ -1,7 +1,8 @@
 """Command-line entry points that run BasicSR's own train and test pipelines with IBSD loaded.
 
 The CLI is BasicSR's (``-opt``, ``--launcher``, ``--auto_resume``, ``--debug``,
-``--force_yml``) and ``--threads N`` (:mod:`ibsd.threads`). Experiments, logs and results go under the current working directory
+``--force_yml``) and ``--threads N`` (:mod:`ibsd.threads`). Experiments, logs and results go under the
+current working directory
 (``./experiments``, ``./results``, ``./tb_logger``), never next to the installed package.
 """
 from __future__ import annotations

@@ -37,6 +37,7 @@ from ibsd.archs.checkpoint import CheckpointError, load_pretrained
 from ibsd.image_io import Picture, png_text, read_picture, to_pixels, write_png
 from ibsd.models.ibsd_options import OptionError
 from ibsd.models.tiling import tiled_forward
+from ibsd.progress import progress_bar
 from ibsd.threads import apply_threads, choose_threads, parse_threads
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
@@ -102,7 +103,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--device', default='auto', choices=('auto', 'cpu', 'cuda'))
     parser.add_argument('--suffix', default='sr', help='output name: <stem>_<suffix>.png (default: sr)')
     parser.add_argument('--compare', action='store_true', help='also save <stem>_compare.png: bicubic | model')
-    parser.add_argument('--threads', help='CPU threads (default: OMP_NUM_THREADS, else auto: the idle cores, on the CPU)')
+    parser.add_argument('--threads',
+                        help='CPU threads (default: OMP_NUM_THREADS, else auto: the idle cores, on the CPU)')
     args = parser.parse_args(argv)
     try:
         args.threads = parse_threads(args.threads, '--threads')
@@ -432,7 +434,7 @@ def run(args: argparse.Namespace) -> int:
     for note in notes:
         log(note)
     failures = []
-    for job in tqdm(jobs, desc='ibsd-infer', unit='image'):
+    for job in progress_bar(jobs, desc='ibsd-infer', unit='image'):
         try:
             process(job, upscaler, args.alpha, log)
         except OSError as error:  # a failed write: name the file, go on with the others

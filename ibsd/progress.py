@@ -25,3 +25,9 @@ def tail(path: Path, lines: int = 15) -> str:
         return '\n'.join(path.read_text(errors='replace').splitlines()[-lines:])
     except OSError:
         return '(no log)'
+
+
+def progress_bar(iterable, **options):
+    """A tqdm progress bar on a terminal, nothing elsewhere (a log file or a pipe would keep every redraw)."""
+    from tqdm import tqdm
+    return tqdm(iterable, disable=None, **options)

@@ -1,10 +1,10 @@
 """Seconds per iteration of the demo's training runs at several thread counts, alone and beside a busy process.
 
 Each measurement is a real ``python -m ibsd.train --threads T`` run of the demo's options (the default
-set, IMDN x4, batch 8, GT patch 128), logging every iteration; the median of the intervals between consecutive iteration lines of its log
-(millisecond timestamps) after the first ``--skip`` iterations is reported. "Busy" starts one more process first that
-keeps one core computing (float32 matrix products on one thread, like another training run) for as
-long as the measurement lasts.
+set, IMDN x4, batch 8, GT patch 128), logging every iteration; reported is the median of the intervals
+between consecutive iteration lines of its log (millisecond timestamps), after the first ``--skip``
+iterations. "Busy" first starts one more process that keeps one core computing (float32 matrix
+products on one thread, like another training run) for as long as the measurement lasts.
 
     python scripts/benchmark_demo_threads.py                       # 1 and 2 threads, L1 and IBSD, idle and busy
     python scripts/benchmark_demo_threads.py --threads 1 2 4 --iters 30

@@ -63,8 +63,8 @@ def test_the_smoothed_ratio_tracks_the_target(tmp_path):
     logs = train(model, range(1, 21))
     lines = [log for log in logs if 'g_wav' in log]
     assert len(lines) == 10 and all('w_wav' in log for log in logs)  # weighted every step, measured every 2nd
-    assert all(abs(math.log(log['g_wav'] / 0.2)) < math.log(1.5) for log in lines), [l['g_wav'] for l in lines]
-    assert all(abs(math.log(log['g_mi'] / 0.05)) < math.log(1.5) for log in lines), [l['g_mi'] for l in lines]
+    assert all(abs(math.log(log['g_wav'] / 0.2)) < math.log(1.5) for log in lines), [log['g_wav'] for log in lines]
+    assert all(abs(math.log(log['g_mi'] / 0.05)) < math.log(1.5) for log in lines), [log['g_mi'] for log in lines]
     weights = [log['w_wav'] for log in logs]
     assert weights[1] == weights[2] != weights[3]  # iterations 2, 3, 4: changes on log lines only
 

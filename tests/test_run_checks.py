@@ -85,7 +85,8 @@ def test_a_misspelt_path_key_is_not_made_a_folder(tmp_path, data, monkeypatch, m
 def test_a_missing_weights_file_is_named(tmp_path, data, monkeypatch):
     options = train_options('r', NETWORK, data, 2, 2)
     options['path']['pretrain_network_g'] = str(tmp_path / 'missing.pth')
-    assert refused(tmp_path, options, monkeypatch) == f'path:pretrain_network_g: {tmp_path / "missing.pth"} does not exist'
+    missing = tmp_path / 'missing.pth'
+    assert refused(tmp_path, options, monkeypatch) == f'path:pretrain_network_g: {missing} does not exist'
 
 
 def test_a_test_without_weights_is_refused_unless_asked_for(tmp_path, data, monkeypatch):

@@ -27,11 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from tqdm import tqdm
-
 from ibsd.data.real_pairs import (Pair, PairError, drealsr_pairs, folder_pairs, plan_subimages, realsr_pairs,
                                   remove_partial_lmdbs, suffix_pairs, temporary_png, write_lmdb, write_pairs,
                                   write_subimages)
+from ibsd.progress import progress_bar
 
 MANIFEST_FORMAT = 1
 LMDB_FILES = ('data.mdb', 'lock.mdb', 'meta_info.txt')  # what BasicSR's make_lmdb_from_imgs writes
@@ -197,7 +196,7 @@ def fingerprint(sources: list[Path], known: dict[str, dict]) -> list[dict]:
     """Path, size, mtime and SHA-256 of each source; the hash of a ``known`` record is reused when its
     size and mtime are unchanged, so a rerun reads only files that were touched."""
     records = []
-    for path in tqdm(sources, desc='checking sources', unit='file', leave=False):
+    for path in progress_bar(sources, desc='checking sources', unit='file', leave=False):
         stat, name = path.stat(), str(path.resolve())
         old = known.get(name)
         same = old is not None and (old.get('size'), old.get('mtime_ns')) == (stat.st_size, stat.st_mtime_ns)

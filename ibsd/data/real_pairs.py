@@ -30,7 +30,8 @@ from typing import Callable, Iterable
 
 import cv2
 import numpy as np
-from tqdm import tqdm
+
+from ibsd.progress import progress_bar
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff'}
 
@@ -125,7 +126,7 @@ def write_pairs(pairs: list[Pair], out: Path, split: str, scale: int, same_size:
     hr_dir, lr_dir = out / f'{split}_HR', out / f'{split}_LR'
     hr_dir.mkdir(parents=True, exist_ok=True)
     lr_dir.mkdir(parents=True, exist_ok=True)
-    for pair in tqdm(pairs, desc=f'{split} x{scale}', unit='pair'):
+    for pair in progress_bar(pairs, desc=f'{split} x{scale}', unit='pair'):
         hr_path, lr_path = hr_dir / f'{pair.key}.png', lr_dir / f'{pair.key}.png'
         if hr_path.is_file() and lr_path.is_file():
             continue
@@ -208,7 +209,7 @@ def plan_subimages(pairs: list[Pair], scale: int, crop_size: int, step: int,
     if crop_size % scale or step % scale:
         raise PairError(f'--crop-size {crop_size} and --step {step} must be multiples of --scale {scale}')
     plan = {}
-    for pair in tqdm(pairs, desc='sub-image grid', unit='image', leave=False):
+    for pair in progress_bar(pairs, desc='sub-image grid', unit='image', leave=False):
         height, width = (side * scale for side in read_color(pair.lr).shape[:2])
         if min(height, width) < crop_size:
             raise PairError(f'{pair.hr}: smaller than --crop-size {crop_size} (its LR {pair.lr} is '
@@ -226,7 +227,7 @@ def write_subimages(pairs: list[Pair], plan: dict[str, list[tuple[str, int, int]
     out_hr.mkdir(parents=True, exist_ok=True)
     out_lr.mkdir(parents=True, exist_ok=True)
     small = crop_size // scale
-    for pair in tqdm(pairs, desc='sub-images', unit='image'):
+    for pair in progress_bar(pairs, desc='sub-images', unit='image'):
         cuts = plan[pair.key]
         if all((out_hr / name).is_file() and (out_lr / name).is_file() for name, _, _ in cuts):
             continue

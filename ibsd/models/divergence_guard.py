@@ -90,4 +90,5 @@ class DivergenceGuard:
                 f'training diverged: {self.consecutive} iterations in a row up to {current_iter} had a skipped '
                 f'step; last: {skipped}. Skipped steps updated nothing and no checkpoint holds a non-finite '
                 'value: resume from the last saved state with a lower learning rate (train:optim_g:lr, '
-                'train:optim_est:lr), a smaller train:mi_opt:loss_weight (or its grad_ratio) or train:ibsd:grad_clip_norm')
+                'train:optim_est:lr), a smaller train:mi_opt:loss_weight (or its grad_ratio) or '
+                'train:ibsd:grad_clip_norm')

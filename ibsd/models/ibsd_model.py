@@ -433,7 +433,8 @@ class IBSDModel(TiledSRModel):
             grads = [g for g in torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
                      if g is not None]
             if grads:  # a term that reaches no parameter has no norm to report
-                norms[name] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
+                norms[name] = torch.linalg.vector_norm(
+                    torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
         return norms
 
     def _apply_gradient_shares(self, loss_dict: dict, current_iter: int) -> dict[str, torch.Tensor]:

@@ -314,8 +314,11 @@ def describe_terms(opt: Mapping, nodes: list[str] | None) -> str:
         extras = {k: v for k, v in options.items() if k not in ('type', 'loss_weight')}
         details = ', '.join(f'{k} {v}' for k, v in extras.items())
         weight = options.get('loss_weight', 1.0)
-        weight = (f"at {weight['grad_ratio']:g} of the pixel gradient (smoothing {weight.get('smoothing', DEFAULT_SMOOTHING):g})"
-                  if isinstance(weight, Mapping) else f'x{weight:g}')
+        if isinstance(weight, Mapping):
+            smoothing = weight.get('smoothing', DEFAULT_SMOOTHING)
+            weight = f"at {weight['grad_ratio']:g} of the pixel gradient (smoothing {smoothing:g})"
+        else:
+            weight = f'x{weight:g}'
         return f"{label} {options['type']} {weight}" + (f' ({details})' if details else '')
 
     parts = [term('pixel_opt', 'pixel'), term('mi_opt', 'MI')]

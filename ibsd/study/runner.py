@@ -253,7 +253,8 @@ def run_study(study: Study, out: Path, cwd: Path, print_line: Callable[[str], No
     threads = threads_per_task(study)
     trainings = sum(t.total_iter is not None for t in tasks)
     chosen = len(study.runs) if runs is None else len(runs)
-    print_line(f'{study.name}: {chosen} of {len(study.runs)} runs, {trainings} to train, {len(tasks) - trainings} evaluations '
+    print_line(f'{study.name}: {chosen} of {len(study.runs)} runs, {trainings} to train, '
+               f'{len(tasks) - trainings} evaluations '
                f'ready; {study.parallel} at a time with {threads} thread(s) each; folder {out}')
     sys.stdout.flush()
     return execute(tasks, study.parallel, out, threads, print_line)
