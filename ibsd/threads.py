@@ -23,10 +23,15 @@ ARGUMENT_HELP = ('CPU threads of the tensor code (default: the options\' num_thr
                  'auto: the idle cores, from the load average, for a run on the CPU)')
 
 
-def parse_threads(value: Any, where: str) -> int | None:
-    """A thread count from an option or argument: a whole number >= 1, or ``auto`` / None (None)."""
-    if value is None or (isinstance(value, str) and value.strip().lower() == 'auto'):
+AUTO = 'auto'
+
+
+def parse_threads(value: Any, where: str) -> int | str | None:
+    """A thread count from an option or argument: a whole number >= 1, ``AUTO`` for ``auto``, None when unset."""
+    if value is None:
         return None
+    if isinstance(value, str) and value.strip().lower() == AUTO:
+        return AUTO
     try:
         number = float('nan') if isinstance(value, bool) else float(value)
     except (TypeError, ValueError):
@@ -36,7 +41,7 @@ def parse_threads(value: Any, where: str) -> int | None:
     return int(number)
 
 
-def pop_threads_argument(argv: Sequence[str]) -> tuple[list[str], int | None]:
+def pop_threads_argument(argv: Sequence[str]) -> tuple[list[str], int | str | None]:
     """``argv`` without ``--threads N`` / ``--threads=N`` (BasicSR's parser does not know it), and N."""
     rest, value, words = [], None, list(argv)
     index = 0
@@ -56,10 +61,28 @@ def pop_threads_argument(argv: Sequence[str]) -> tuple[list[str], int | None]:
     return rest, parse_threads(value, ARGUMENT) if value is not None else None
 
 
+def cgroup_cpu_limit(path: str = '/sys/fs/cgroup/cpu.max') -> int | None:
+    """The CPUs a cgroup v2 quota allows (``cpu.max``: quota and period), rounded up; None without a quota."""
+    try:
+        with open(path) as handle:
+            quota, period = handle.read().split()[:2]
+        return None if quota == 'max' else max(1, -(-int(quota) // int(period)))
+    except (OSError, ValueError):
+        return None
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity set, capped by a cgroup quota."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count() or 1
+    limit = cgroup_cpu_limit()
+    return min(cpus, limit) if limit else cpus
+
+
 def idle_cores(cpus: int | None = None, load: float | None = None) -> int:
-    """The cores the 1-minute load average leaves idle (at least 1)."""
-    cpus = cpus if cpus is not None else (len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity')
-                                          else os.cpu_count() or 1)
+    """The cores the 1-minute load average leaves idle (at least 1). The load average is the whole
+    machine's: in a container that shares a busy host it can say busy when the container's CPUs are free,
+    so a container run names its threads."""
+    cpus = cpus if cpus is not None else usable_cpus()
     if load is None:
         try:
             load = os.getloadavg()[0]
@@ -68,23 +91,24 @@ def idle_cores(cpus: int | None = None, load: float | None = None) -> int:
     return max(1, cpus - int(round(load)))
 
 
-def choose_threads(argument: int | None, option: Any, on_cpu: bool, default: int,
+def choose_threads(argument: int | str | None, option: Any, on_cpu: bool, default: int,
                    environment: dict | None = None, idle: int | None = None) -> tuple[int, str]:
     """``(threads, where the number comes from)``.
 
     Args:
-        argument: ``--threads`` (None when not given).
-        option: the options' ``num_threads`` (None or ``auto`` when not set).
+        argument: ``--threads`` (None when not given, ``AUTO`` for ``auto``).
+        option: the options' ``num_threads`` (None when not set); an explicit ``auto`` (argument or option)
+            is auto even when ``OMP_NUM_THREADS`` is set.
         on_cpu: whether the run computes on the CPU.
         default: torch's thread count at start (it already follows ``OMP_NUM_THREADS``).
     """
     environment = os.environ if environment is None else environment
-    if argument is not None:
-        return argument, ARGUMENT
-    chosen = parse_threads(option, OPTION_KEY)
-    if chosen is not None:
-        return chosen, OPTION_KEY
-    if environment.get('OMP_NUM_THREADS'):
+    chosen, source = argument, ARGUMENT
+    if chosen is None:
+        chosen, source = parse_threads(option, OPTION_KEY), OPTION_KEY
+    if isinstance(chosen, int):
+        return chosen, source
+    if chosen is None and environment.get('OMP_NUM_THREADS'):
         return default, 'OMP_NUM_THREADS'
     if not on_cpu:
         return default, "torch's default (a GPU run)"

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import csv
 import math
+import shutil
 from pathlib import Path
 
 import pytest
 
 from ibsd.models.ibsd_options import OptionError
 from ibsd.study.report import write_report
-from ibsd.study.runner import evaluation_tasks, finished, plan
+from ibsd.study.runner import evaluation_tasks, finished, mark_done, plan
 from ibsd.study.selection import PLATEAU_DB, last_quarter, selected_iteration
 from ibsd.study.spec import load_study, run_options
 from tests.test_study import study_file
@@ -98,11 +99,16 @@ def test_the_selected_checkpoint_is_evaluated_and_a_study_kept_without_checkpoin
     for iteration in (4, 6, 8):
         write_tables(out, run.name, iteration, 20.0)
     assert evaluation_tasks(study, run, options, out, tmp_path)() == []
-    for weights in (out / 'experiments' / run.name / 'models').iterdir():   # the folder kept without checkpoints
-        weights.unlink()
+    shutil.rmtree(out / 'experiments')  # the study folder kept without its checkpoints
+    assert not finished(study, out, run, 8)  # no record that it trained with these options
+    mark_done(study, out, run)
     assert finished(study, out, run, 8)
     assert evaluation_tasks(study, run, options, out, tmp_path)() == []
     assert run.name not in [task.log.stem for task in plan(study, out, tmp_path)]
+    changed = load_study(study_file(tmp_path, set={'train:total_iter': 8, 'train:optim_g:lr': 0.005}, eval_iters=[4],
+                                    early_stopping='psnr'))
+    assert not finished(changed, out, run, 8)  # its tables are of other options: it trains again
+    assert run.name in [task.log.stem for task in plan(changed, out, tmp_path)]
     (out / 'results' / f'{run.name}_i6' / 'other_metrics.csv').unlink()
     with pytest.raises(OptionError, match='net_g_6.pth is missing, and the evaluation of iteration 6 has not'):
         evaluation_tasks(study, run, options, out, tmp_path)()
@@ -114,6 +120,8 @@ def test_the_report_compares_each_run_at_its_selected_checkpoint_and_shows_conve
     out = tmp_path / 'studies' / 'tiny'
     options = {r.name: run_options(study, r, tmp_path) for r in study.runs}
     best = {'tiny_L1_s0': 4, 'tiny_L1_s1': 8, 'tiny_IBSD_s0': 6, 'tiny_IBSD_s1': 6}
+    for run in study.runs:
+        mark_done(study, out, run)
     for name, chosen in best.items():
         fake_run(out, name, {i: 20.0 + (i == chosen) + i / 100 for i in (2, 4, 6, 8)}, [])
         for iteration in sorted({4, 8, chosen}):
@@ -132,3 +140,16 @@ def test_the_report_compares_each_run_at_its_selected_checkpoint_and_shows_conve
     assert '## Convergence: validation Y-PSNR on val during training' in text
     # L1's mean curve: 20.06 at iteration 6 (seed 0: 20.06, seed 1: 20.06), 20.58 at 8 (20.08, 21.08)
     assert '| L1 | 2 | 20.060 @ 6 | 20.580 @ 8 | +0.520 | no |' in text
+
+
+def test_the_validation_after_training_is_not_dated_by_the_last_logged_iteration(tmp_path):
+    """BasicSR validates the final weights once more after 'End of training'; with print_freq not dividing
+    total_iter, the last iteration line is an earlier one, whose validation must keep its own score."""
+    from ibsd.study.results import read_training_log
+    log = tmp_path / 'run.log'
+    log.write_text(
+        '2026 INFO: [x..][epoch:  0, iter:     900, lr:(1.0e-03,)] [eta: 0:00:01, time (data): 0.1 (0.0)] l: 1 \n'
+        '2026 INFO: Validation val\n\t # psnr: 20.0000\tBest: 20.0 @ 900 iter\n'
+        '2026 INFO: End of training. Time consumed: 0:01:00\n2026 INFO: Save the latest model.\n'
+        '2026 INFO: Validation val\n\t # psnr: 25.0000\tBest: 25.0 @ 1050 iter\n')
+    assert read_training_log(log).validation == {'val psnr': {900: 20.0}}

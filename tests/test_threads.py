@@ -10,7 +10,7 @@ from ibsd.models.ibsd_options import OptionError
 from ibsd.threads import choose_threads, idle_cores, parse_threads, pop_threads_argument
 
 
-@pytest.mark.parametrize('value, expected', [(None, None), ('auto', None), (' AUTO ', None), (2, 2), ('3', 3),
+@pytest.mark.parametrize('value, expected', [(None, None), ('auto', 'auto'), (' AUTO ', 'auto'), (2, 2), ('3', 3),
                                              (4.0, 4), ('1.0', 1)])
 def test_thread_counts_are_whole_numbers_or_auto(value, expected):
     assert parse_threads(value, 'num_threads') == expected
@@ -25,12 +25,22 @@ def test_a_bad_thread_count_names_the_key(value):
 def test_the_argument_is_taken_out_of_the_command_line():
     assert pop_threads_argument(['-opt', 'x.yml', '--threads', '2', '--auto_resume']) == \
         (['-opt', 'x.yml', '--auto_resume'], 2)
-    assert pop_threads_argument(['--threads=auto', '-opt', 'x.yml']) == (['-opt', 'x.yml'], None)
+    assert pop_threads_argument(['--threads=auto', '-opt', 'x.yml']) == (['-opt', 'x.yml'], 'auto')
     assert pop_threads_argument(['-opt', 'x.yml']) == (['-opt', 'x.yml'], None)
     with pytest.raises(OptionError, match='--threads: expected a number of threads after it'):
         pop_threads_argument(['-opt', 'x.yml', '--threads'])
     with pytest.raises(OptionError, match="--threads: expected a whole number"):
         pop_threads_argument(['--threads', '0'])
+
+
+def test_a_cgroup_quota_caps_the_cpus(tmp_path):
+    from ibsd.threads import cgroup_cpu_limit
+    quota = tmp_path / 'cpu.max'
+    quota.write_text('150000 100000\n')
+    assert cgroup_cpu_limit(str(quota)) == 2
+    quota.write_text('max 100000\n')
+    assert cgroup_cpu_limit(str(quota)) is None
+    assert cgroup_cpu_limit(str(tmp_path / 'absent')) is None
 
 
 def test_idle_cores_follow_the_load_and_leave_at_least_one():
@@ -43,7 +53,10 @@ def test_the_argument_wins_then_the_option_then_the_environment_then_auto_on_the
     busy = {'idle': 1}
     assert choose_threads(3, 2, True, 8, {'OMP_NUM_THREADS': '4'}, **busy) == (3, '--threads')
     assert choose_threads(None, 2, True, 8, {'OMP_NUM_THREADS': '4'}, **busy) == (2, 'num_threads')
-    assert choose_threads(None, 'auto', True, 4, {'OMP_NUM_THREADS': '4'}, **busy) == (4, 'OMP_NUM_THREADS')
+    assert choose_threads(None, None, True, 4, {'OMP_NUM_THREADS': '4'}, **busy) == (4, 'OMP_NUM_THREADS')
+    # an explicit auto is auto, before the environment and (as --threads) before the option
+    assert choose_threads(None, 'auto', True, 4, {'OMP_NUM_THREADS': '4'}, **busy) == (1, 'auto: 1 of the cores idle')
+    assert choose_threads('auto', 3, True, 4, {}, **busy) == (1, 'auto: 1 of the cores idle')
     assert choose_threads(None, None, True, 8, {}, **busy) == (1, 'auto: 1 of the cores idle')
     assert choose_threads(None, None, True, 2, {}, idle=6) == (2, 'auto: 6 of the cores idle')  # never above torch's
     assert choose_threads(None, None, False, 8, {}, **busy) == (8, "torch's default (a GPU run)")

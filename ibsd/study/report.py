@@ -173,11 +173,15 @@ def selection_note(study: Study) -> str:
             'chosen per seed; on the validation set itself their scores are optimistic.')
 
 
-def convergence(study: Study, logs: dict, options: dict[str, dict]) -> str:
-    """A Markdown table of each variant's validation-PSNR gain over the last quarter of its runs."""
+def convergence(study: Study, out: Path, logs: dict, options: dict[str, dict]) -> str:
+    """A Markdown table of each variant's validation-PSNR gain over the last quarter of its finished runs
+    (empty for runs without a validation set)."""
+    from ibsd.study.runner import finished
     lines = []
     for variant in study.variants:
-        runs = [r for r in study.runs if r.variant == variant and r.name in logs]
+        runs = [r for r in study.runs if r.variant == variant and r.name in logs
+                and (options[r.name].get('datasets') or {}).get('val')
+                and finished(study, out, r, options[r.name]['train']['total_iter'])]
         curves = [c for c in (validation_curve(logs[r.name], options[r.name], 'psnr') for r in runs) if c]
         if not curves:
             continue
@@ -192,7 +196,7 @@ def convergence(study: Study, logs: dict, options: dict[str, dict]) -> str:
                      f'{"yes" if quarter.plateau else "no"} |')
     if not lines:
         return ''
-    name = validation_name(options[study.runs[0].name])
+    name = validation_name(next(o for o in options.values() if (o.get('datasets') or {}).get('val')))
     return '\n'.join([f'## Convergence: validation Y-PSNR on {name} during training', '',
                       f'Mean over seeds at the last validation at or before 3/4 of the run and at the last one; '
                       f'a variant has reached its plateau when it gains less than {PLATEAU_DB} dB over that '
@@ -236,7 +240,8 @@ def write_report(study: Study, out: Path, options: dict[str, dict], plots: bool 
     note = (f'\nThe plots leave out {", ".join(hidden)}: more than {OFF_SCALE_DB:g} dB below {study.baseline} on a '
             'test set, off the scale of the others.\n') if hidden else ''
     logs = training_logs(study, out)
-    table.write_text(markdown(study, rows, metrics, scores, iteration_of) + note + convergence(study, logs, options))
+    table.write_text(markdown(study, rows, metrics, scores, iteration_of) + note +
+                     convergence(study, out, logs, options))
     if plots:
         try:
             import matplotlib  # noqa: F401

@@ -15,6 +15,7 @@ from ibsd.study.spec import SAFE_NAME, Run, Study
 ITERATION = re.compile(r'\[[^\]]*iter:\s*([\d,]+), lr:\([^)]*\)\]\s*(?:\[eta:[^\]]*\]\s*)?(.*)$')
 TERM = re.compile(r'(\w+): ([-+0-9.eE]+|nan|inf)')
 VALIDATION = re.compile(r'Validation (\S+)')
+END_OF_TRAINING = 'End of training.'
 METRIC = re.compile(r'# (\w+): ([-+0-9.eE]+|nan|inf)')
 METRICS = ('psnr', 'ssim', 'lpips')
 
@@ -143,6 +144,9 @@ def read_training_log(path: Path) -> TrainingLog:
                 if name not in ('time', 'data'):
                     terms[name][iteration] = float(value)
             validating = None
+            continue
+        if END_OF_TRAINING in line:  # BasicSR validates once more after it: of iteration total_iter, which
+            iteration = validating = None  # the last logged iteration line need not be; left out
             continue
         found = VALIDATION.search(line)
         if found:

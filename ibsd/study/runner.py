@@ -28,7 +28,7 @@ import yaml
 
 from ibsd.models.ibsd_options import OptionError
 from ibsd.progress import last_progress, tail
-from ibsd.study.spec import Run, Study, evaluation_options, run_options
+from ibsd.study.spec import Run, Study, evaluation_options, options_fingerprint, run_options
 
 PROGRESS_EVERY_S = 30.0
 POLL_S = 1.0
@@ -82,10 +82,24 @@ def evaluated_iterations(study: Study, total: int, selected: int | None = None) 
     return sorted(set(study.eval_iters) | {total} | ({selected} if selected else set()))
 
 
+def done_stamp(out: Path, run: Run) -> Path:
+    """Written when a run has trained: the fingerprint of the options it trained with."""
+    return out / 'logs' / f'{run.name}.done'
+
+
 def finished(study: Study, out: Path, run: Run, total: int) -> bool:
-    """The run saved its last checkpoint, or its last evaluation is there (a study folder kept or moved
-    without ``experiments/``, where the checkpoints are)."""
-    return checkpoint(out, run, total).exists() or all(t.exists() for t in result_tables(out, study, run, total))
+    """The run saved its last checkpoint, or (a study folder kept or moved without ``experiments/``, where
+    the checkpoints are) it trained with the options it has now and its last evaluation is there."""
+    if checkpoint(out, run, total).exists():
+        return True
+    stamp = done_stamp(out, run)
+    return stamp.exists() and stamp.read_text().strip() == options_fingerprint(study, run) and \
+        all(t.exists() for t in result_tables(out, study, run, total))
+
+
+def mark_done(study: Study, out: Path, run: Run) -> None:
+    done_stamp(out, run).parent.mkdir(parents=True, exist_ok=True)
+    done_stamp(out, run).write_text(options_fingerprint(study, run) + '\n')
 
 
 def threads_per_task(study: Study) -> int:
@@ -112,12 +126,21 @@ def plan(study: Study, out: Path, cwd: Path, runs: set[str] | None = None) -> li
         write_options(options_path, options, study, 'train', out)
         evaluations = evaluation_tasks(study, run, options, out, cwd)
         if finished(study, out, run, total):
+            if checkpoint(out, run, total).exists():  # trained with these options (write_options checks)
+                mark_done(study, out, run)
             tasks += evaluations()
             continue
         tasks.append(Task(f'{run.variant} s{run.seed}', [console_script('ibsd-train'), '-opt',
                                                          str(options_path.relative_to(out)), '--auto_resume'],
-                          out / 'logs' / f'{run.name}.log', total, evaluations))
+                          out / 'logs' / f'{run.name}.log', total, trained_then(study, out, run, evaluations)))
     return tasks
+
+
+def trained_then(study: Study, out: Path, run: Run, then: Callable[[], list[Task]]) -> Callable[[], list[Task]]:
+    def on_success() -> list[Task]:
+        mark_done(study, out, run)
+        return then()
+    return on_success
 
 
 def evaluation_tasks(study: Study, run: Run, options: dict, out: Path, cwd: Path) -> Callable[[], list[Task]]:
@@ -133,8 +156,9 @@ def evaluation_tasks(study: Study, run: Run, options: dict, out: Path, cwd: Path
                 continue
             if not weights.exists():
                 raise OptionError(f'{study.path}: run {run.name}: {weights} is missing, and the evaluation of '
-                                  f'iteration {iteration} has not been written: train the run again (delete '
-                                  f'{out / "experiments" / run.name}) or restore the checkpoint')
+                                  f'iteration {iteration} has not been written: restore the checkpoint, or train '
+                                  f'the run again (delete {done_stamp(out, run)} and '
+                                  f'{out / "experiments" / run.name})')
             path = out / 'options' / 'test' / f'{run.name}_i{iteration}.yml'
             write_options(path, evaluation_options(study, run, options, weights, iteration, cwd), study, 'test', out)
             tasks.append(Task(f'{run.variant} s{run.seed} test @{iteration}',
@@ -191,10 +215,15 @@ def execute(tasks: list[Task], parallel: int, out: Path, threads: int,
         with stopping_on_signals():
             failures = run_all(pending, running, failures, parallel, out, threads, environment, print_line)
     except KeyboardInterrupt:
-        for task in running:
-            task.process.terminate()
-        for task in running:
-            task.process.wait()
+        handlers = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:  # a second signal must not cut the stopping of the runs short
+            for task in running:
+                task.process.terminate()
+            for task in running:
+                task.process.wait()
+        finally:
+            for number, handler in handlers.items():
+                signal.signal(number, handler)
         raise
     return failures
 
@@ -210,9 +239,9 @@ def run_all(pending: list[Task], running: list[Task], failures: list[str], paral
             handle = open(task.log, 'a')
             task.process = subprocess.Popen(task.command, cwd=out, stdout=handle, stderr=subprocess.STDOUT,
                                             env=environment)
+            running.append(task)
             handle.close()
             task.started = time.monotonic()
-            running.append(task)
             print_line(f'started {task.label} ({threads} thread(s)): log {task.log.relative_to(out)}')
         time.sleep(POLL_S)
         for task in [t for t in running if t.process.poll() is not None]:

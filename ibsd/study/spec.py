@@ -270,7 +270,23 @@ def validation_interval(study: Study, opt: dict) -> int | None:
 
 
 def run_options(study: Study, run: Run, root: Path) -> dict:
-    """The BasicSR training options of ``run``: base, study edits, variant edits, seed and name."""
+    """The BasicSR training options of ``run``: base, study edits, variant edits, seed and name, with data
+    and weight paths made absolute from ``root``."""
+    return absolute_paths(relative_run_options(study, run), root)
+
+
+def options_fingerprint(study: Study, run: Run) -> str:
+    """SHA-256 of ``run``'s options as the study file writes them (paths as given, so the same on every
+    machine): a finished run's evaluations count only while its options have this fingerprint."""
+    import hashlib
+
+    import yaml
+    text = yaml.safe_dump(relative_run_options(study, run), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def relative_run_options(study: Study, run: Run) -> dict:
+    """:func:`run_options` with the paths as the files give them."""
     opt = read_option_file(study.base)
     if not isinstance(opt, dict) or not isinstance(opt.get('train'), dict):
         raise OptionError(f'{study.path}: base: {study.base} is not a training YAML (no train: section)')
@@ -293,7 +309,7 @@ def run_options(study: Study, run: Run, root: Path) -> dict:
     opt['train']['total_iter'] = total
     opt.setdefault('logger', {})['save_checkpoint_freq'] = save_every(study, total, validation_interval(study, opt))
     check_run(opt, f'{where}: run {run.name} (variant {run.variant})')
-    return absolute_paths(opt, root)
+    return opt
 
 
 def check_run(opt: dict, where: str) -> None:
