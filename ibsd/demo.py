@@ -139,7 +139,8 @@ def _run_pipeline(kind: str, option_file: Path, workdir: Path, log: Path, thread
     command = [sys.executable, '-m', f'ibsd.{kind}', '-opt', _relative(option_file, workdir), '--threads',
                str(threads), *extra]
     log.parent.mkdir(parents=True, exist_ok=True)
-    print(f'$ (cd {workdir} && {" ".join(command[2:])}) >> {_relative(log, workdir)}', flush=True)
+    shown = ' '.join(['python', *command[1:]])
+    print(f'$ (cd {workdir} && {shown}) >> {_relative(log, workdir)}', flush=True)
     started = time.monotonic()
     with open(log, 'a') as handle:
         process = subprocess.Popen(command, cwd=workdir, stdout=handle, stderr=subprocess.STDOUT)

@@ -243,7 +243,8 @@ def test_a_killed_study_stops_its_runs(tmp_path, signal_name):
     import time
     script = tmp_path / 'study.py'
     script.write_text(
-        'import sys, subprocess\nfrom pathlib import Path\nfrom ibsd.study.runner import Task, execute\n'
+        'import signal, sys, subprocess\nfrom pathlib import Path\nfrom ibsd.study.runner import Task, execute\n'
+        'signal.signal(signal.SIGHUP, signal.SIG_DFL)\n'  # as started from a terminal, not under nohup
         'out = Path(sys.argv[1])\n'
         'task = Task("sleeper", [sys.executable, "-c", "import time; print(\\"up\\", flush=True); time.sleep(120)"],'
         ' out / "sleeper.log", 1)\n'
