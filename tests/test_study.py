@@ -74,11 +74,16 @@ def test_variants_edit_the_base_and_the_plain_baseline_has_no_ibsd_key(tmp_path)
     ({'base': '.'}, 'base: . ('),
 ])
 def test_a_bad_study_file_is_an_error_naming_the_key(tmp_path, changes, message):
-    path = study_file(tmp_path, **changes)
+    assert_study_error(tmp_path, changes, message)
+
+
+def assert_study_error(root: Path, changes: dict, message: str) -> None:
+    """The study file ``study_file(root, **changes)`` is refused, with ``message`` in the error."""
+    path = study_file(root, **changes)
     with pytest.raises(OptionError, match=__import__('re').escape(message)):
         study = load_study(path)
         for run in study.runs:
-            run_options(study, run, tmp_path)
+            run_options(study, run, root)
 
 
 def table(values: dict[str, float]) -> dict:

@@ -13,7 +13,7 @@ from ibsd.study.report import write_report
 from ibsd.study.runner import evaluation_tasks, finished, mark_done, plan
 from ibsd.study.selection import PLATEAU_DB, last_quarter, selected_iteration
 from ibsd.study.spec import load_study, run_options
-from tests.test_study import study_file
+from tests.test_study import assert_study_error, study_file
 
 
 def test_the_selection_is_the_best_checkpointed_validation_and_the_earliest_on_ties():
@@ -56,11 +56,7 @@ def test_early_stopping_saves_a_checkpoint_at_every_validation(tmp_path):
      'early_stopping: val:val_freq must be a whole number of iterations, got 2.5'),
 ])
 def test_a_bad_early_stopping_setting_names_the_key(tmp_path, changes, message):
-    path = study_file(tmp_path, **changes)
-    with pytest.raises(OptionError, match=__import__('re').escape(message)):
-        study = load_study(path)
-        for run in study.runs:
-            run_options(study, run, tmp_path)
+    assert_study_error(tmp_path, changes, message)
 
 
 def fake_run(out: Path, run_name: str, validations: dict[int, float], iterations: list[int]) -> None:
