@@ -39,6 +39,8 @@ import sys
 from os import path as osp
 from typing import Any
 
+from ibsd.errors import IBSDError
+
 _PATCHED_FLAG = '_ibsd_patched'
 ORIGINALS: dict[str, Any] = {}
 """basicsr's own versions of what :func:`patch_basicsr` replaced, by name."""
@@ -173,11 +175,11 @@ def load_network(self, net, load_path: str, strict: bool = True, param_key: str 
     load_into(net, state_dict, strict=strict, source=load_path)
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(IBSDError, OSError):
     """A checkpoint or training state that could not be written (after retries)."""
 
 
-class NonFiniteWeightsError(RuntimeError):
+class NonFiniteWeightsError(IBSDError, RuntimeError):
     """Weights holding NaN or Inf values, which are never written to a checkpoint."""
 
 

@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 import yaml
 
+from ibsd.errors import IBSDError
 from ibsd.data.default_set import DefaultSetConfig, build_default_set
 from ibsd.progress import last_progress, tail
 
@@ -129,7 +130,7 @@ def read_test_metrics(results_dir: Path) -> dict[str, float]:
     return {name: float(value) for name, value in re.findall(r'# (\w+): ([-\d.]+)', logs[-1].read_text())}
 
 
-class DemoError(RuntimeError):
+class DemoError(IBSDError, RuntimeError):
     """A step of the demo failed: the message names it and shows the end of its log."""
 
 

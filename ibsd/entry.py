@@ -17,19 +17,14 @@ import ibsd  # noqa: F401  (fixes basicsr and fills its registries)
 def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
     """Run a BasicSR pipeline; a bad option, bad data, an unusable checkpoint, a failed checkpoint write or a
     diverged run ends with one line and exit status 1."""
-    from ibsd.archs.checkpoint import CheckpointError
-    from ibsd.compat import CheckpointWriteError, NonFiniteWeightsError
-    from ibsd.data.checks import DataCheckError
-    from ibsd.models.divergence_guard import DivergenceError
-    from ibsd.models.ibsd_options import OptionError
+    from ibsd.errors import IBSDError
     import ibsd.threads
     if argv is not None:
         sys.argv = [sys.argv[0], *argv]
     try:
         sys.argv[1:], ibsd.threads.requested = ibsd.threads.pop_threads_argument(sys.argv[1:])
         pipeline(os.getcwd())
-    except (OptionError, DataCheckError, DivergenceError, CheckpointError, CheckpointWriteError,
-            NonFiniteWeightsError) as error:
+    except IBSDError as error:
         from basicsr.utils import get_root_logger
 
         from ibsd.data.checks import worker_error_message

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ibsd.errors import IBSDError
 from ibsd.infer import InferError, bicubic, list_images, prepare, probe_pattern
 from ibsd.image_io import read_picture
 
@@ -61,7 +62,7 @@ EXPECTED_WARNINGS = ('`torch.jit.trace', '`torch.jit.save', '`torch.jit.load', '
 """Deprecation notices of the TorchScript paths, which this command uses on purpose."""
 
 
-class ExportError(Exception):
+class ExportError(IBSDError):
     """A problem that ends the run, reported as one line."""
 
 

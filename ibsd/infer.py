@@ -35,7 +35,7 @@ from basicsr.utils.registry import ARCH_REGISTRY
 
 from ibsd.archs.checkpoint import CheckpointError, load_pretrained
 from ibsd.image_io import Picture, png_text, read_picture, to_pixels, write_png
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import IBSDError, OptionError
 from ibsd.models.tiling import tiled_forward
 from ibsd.progress import progress_bar
 from ibsd.threads import apply_threads, choose_threads, parse_threads
@@ -60,7 +60,7 @@ RANGE_MISMATCH_PSNR = 30.
 RANGE_GAIN_PSNR = 10.
 
 
-class InferError(Exception):
+class InferError(IBSDError):
     """A problem that ends the run, reported as one line."""
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from typing import Any, Sequence
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 
 OPTION_KEY = 'num_threads'
 ARGUMENT = '--threads'

@@ -25,6 +25,8 @@ from typing import IO, Mapping
 import torch
 from torch import nn
 
+from ibsd.errors import IBSDError
+
 WRAPPER_KEYS = ('params_ema', 'params', 'state_dict', 'model', 'net')
 DATA_PARALLEL_PREFIX = 'module.'
 TRAINING_STATE_KEYS = ('optimizers', 'schedulers')
@@ -33,7 +35,7 @@ LEGACY_PICKLES = 4
 """Pickles at the start of a pre-zip ``torch.save`` file: magic number, protocol, system info, object."""
 
 
-class CheckpointError(ValueError):
+class CheckpointError(IBSDError, ValueError):
     """A checkpoint file that cannot be used as network weights; the message is one line naming it."""
 
 

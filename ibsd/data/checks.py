@@ -16,6 +16,8 @@ import time
 from os import path as osp
 from typing import Callable, Iterable
 
+from ibsd.errors import IBSDError
+
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.jpe', '.bmp', '.dib', '.tif', '.tiff', '.webp', '.ppm',
                               '.pgm', '.pbm', '.pnm', '.jp2', '.hdr', '.pic', '.exr', '.pfm', '.sr', '.ras'})
 META_LINE = re.compile(r'^(?P<name>.+?) \((?P<h>\d+),\s*(?P<w>\d+)(?:,\s*\d+)?\)(?:\s+\S+)?\s*$')
@@ -23,7 +25,7 @@ PAIRED_TYPES = ('PairedImageDataset',)
 SHOWN = 3
 
 
-class DataCheckError(ValueError):
+class DataCheckError(IBSDError, ValueError):
     """A data set whose options or files cannot work, with the data set and file named."""
 
 

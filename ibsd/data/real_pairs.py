@@ -31,12 +31,13 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
+from ibsd.errors import IBSDError
 from ibsd.progress import progress_bar
 
 IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff'}
 
 
-class PairError(ValueError):
+class PairError(IBSDError, ValueError):
     """A malformed input: the message names the file or folder."""
 
 

@@ -16,7 +16,7 @@ from typing import Iterator, Mapping
 import torch
 from torch import nn
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 
 
 def wants_components(loss: nn.Module | None) -> bool:

@@ -15,13 +15,13 @@ import torch
 import torch.distributed as dist
 from basicsr.utils import get_root_logger
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import IBSDError, OptionError
 
 DEFAULT_MAX_BAD_STEPS = 5
 GRADIENT = 'gradient'
 
 
-class DivergenceError(RuntimeError):
+class DivergenceError(IBSDError, RuntimeError):
     """Raised after ``train:ibsd:max_bad_steps`` consecutive iterations with non-finite values."""
 
 

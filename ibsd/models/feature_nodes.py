@@ -13,7 +13,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import nn
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 
 NODE_OPTION = 'train:ibsd:nodes'
 

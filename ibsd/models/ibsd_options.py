@@ -13,6 +13,7 @@ import inspect
 import math
 from typing import Any, Iterable, Mapping
 
+from ibsd.errors import OptionError
 from ibsd.models.gradient_share import DEFAULT_SMOOTHING, SHARE_KEYS, GradientShare
 from ibsd.models.position_sampling import check_fraction
 
@@ -44,10 +45,6 @@ BASICSR_PATH_KEYS = frozenset({
 LOSS_SECTIONS = ('mi_opt', 'est_opt', 'wavelet_opt')
 SHARED_LOSSES = ('mi_opt', 'wavelet_opt')
 NEAR_MISS_CUTOFF = 0.8
-
-
-class OptionError(ValueError):
-    """An IBSD option that is unknown or has a value of the wrong kind."""
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:

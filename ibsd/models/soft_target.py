@@ -25,7 +25,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 
 SOURCES = ('snapshot', 'ema')
 REMOVED_SOURCES = {'current': 'with the L1 wavelet loss it trains exactly as alpha = 0 (see the README)'}

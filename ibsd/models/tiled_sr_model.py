@@ -13,7 +13,7 @@ from basicsr.models.sr_model import SRModel
 from basicsr.utils.registry import MODEL_REGISTRY
 
 from ibsd.metrics.summary_table import write_summary
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from ibsd.models.tiling import tiled_forward
 
 

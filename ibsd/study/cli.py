@@ -38,7 +38,7 @@ def selected_runs(study, variants: list[str] | None, seeds: list[int] | None) ->
     Raises:
         OptionError: a variant or seed the study does not have.
     """
-    from ibsd.models.ibsd_options import OptionError
+    from ibsd.errors import OptionError
     unknown = sorted(set(variants or []) - set(study.variants))
     if unknown:
         raise OptionError(f'--variants: {unknown} not in the study (its variants: {list(study.variants)})')
@@ -50,7 +50,7 @@ def selected_runs(study, variants: list[str] | None, seeds: list[int] | None) ->
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from ibsd.models.ibsd_options import OptionError
+    from ibsd.errors import OptionError
     from ibsd.study.report import write_report
     from ibsd.study.runner import run_study
     from ibsd.study.spec import load_study, run_options

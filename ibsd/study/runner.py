@@ -26,7 +26,7 @@ from typing import Callable
 
 import yaml
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from ibsd.progress import last_progress, tail
 from ibsd.study.spec import Run, Study, evaluation_options, options_fingerprint, run_options
 
