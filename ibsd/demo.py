@@ -25,9 +25,7 @@ from __future__ import annotations
 
 import argparse
 import re
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import cv2
@@ -36,7 +34,7 @@ import yaml
 
 from ibsd.errors import IBSDError
 from ibsd.data.default_set import DefaultSetConfig, build_default_set
-from ibsd.progress import last_progress, tail
+from ibsd.tasks import Task, execute
 
 WARMUP, BASELINE, IBSD = 'Warmup', 'L1', 'IBSD'
 IBSD_TERMS = {
@@ -47,8 +45,6 @@ IBSD_TERMS = {
 }
 WARMUP_ITERS, ITERS = 600, 300
 THREADS = 1
-PROGRESS_EVERY_S = 30.0
-POLL_S = 0.5
 METRICS = {
     'psnr': {'type': 'calculate_psnr', 'crop_border': 4, 'test_y_channel': True},
     'ssim': {'type': 'calculate_ssim', 'crop_border': 4, 'test_y_channel': True},
@@ -78,7 +74,7 @@ def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: in
     val = {'name': 'default_val', 'type': 'PairedImageDataset', 'dataroot_gt': _relative(data['val_gt'], workdir),
            'dataroot_lq': _relative(data['val_lq'], workdir), 'io_backend': {'type': 'disk'}}
     train = {
-        'name': name, 'model_type': 'IBSDModel' if kind == IBSD else 'SRModel', 'scale': 4, 'num_gpu': 'auto',
+        'name': name, 'model_type': 'IBSDModel' if kind == IBSD else 'TiledSRModel', 'scale': 4, 'num_gpu': 'auto',
         'manual_seed': seed,
         'datasets': {
             'train': {'name': 'default_train', 'type': 'PairedImageDataset',
@@ -100,7 +96,7 @@ def demo_options(data: dict[str, Path], workdir: Path, total_iter: int, seed: in
                    'use_tb_logger': False},
     }
     test = {
-        'name': f'{name}_test', 'model_type': 'SRModel', 'scale': 4, 'num_gpu': 'auto',
+        'name': f'{name}_test', 'model_type': 'TiledSRModel', 'scale': 4, 'num_gpu': 'auto',
         'datasets': {'test_1': val}, 'network_g': network,
         'path': {'pretrain_network_g': f'experiments/{name}/models/net_g_latest.pth', 'strict_load_g': True,
                  'param_key_g': 'params'},
@@ -131,30 +127,26 @@ def read_test_metrics(results_dir: Path) -> dict[str, float]:
 
 
 class DemoError(IBSDError, RuntimeError):
-    """A step of the demo failed: the message names it and shows the end of its log."""
+    """A step of the demo failed: the message names it and its log, whose end was printed before."""
 
 
-def _run_pipeline(kind: str, option_file: Path, workdir: Path, log: Path, threads: int, *extra: str,
-                  total_iter: int | None = None) -> None:
-    """Run ``ibsd.train`` / ``ibsd.test`` with its output in ``log``, printing its progress every 30 s."""
+def pipeline_task(kind: str, label: str, option_file: Path, workdir: Path, log: Path, threads: int, *extra: str,
+                  total_iter: int | None = None) -> Task:
+    """The ``python -m ibsd.train`` / ``ibsd.test`` command of one step, its output going to ``log``."""
     command = [sys.executable, '-m', f'ibsd.{kind}', '-opt', _relative(option_file, workdir), '--threads',
                str(threads), *extra]
-    log.parent.mkdir(parents=True, exist_ok=True)
-    shown = ' '.join(['python', *command[1:]])
-    print(f'$ (cd {workdir} && {shown}) >> {_relative(log, workdir)}', flush=True)
-    started = time.monotonic()
-    with open(log, 'a') as handle:
-        process = subprocess.Popen(command, cwd=workdir, stdout=handle, stderr=subprocess.STDOUT)
-    next_report = started + PROGRESS_EVERY_S
-    while process.poll() is None:
-        time.sleep(POLL_S)
-        progress = last_progress(log) if total_iter else None
-        if progress and time.monotonic() >= next_report:
-            next_report = time.monotonic() + PROGRESS_EVERY_S
-            print(f'  iteration {progress[0]}/{total_iter}, ETA {progress[1]}', flush=True)
-    if process.returncode != 0:
-        raise DemoError(f'{kind} step failed (exit status {process.returncode}); the end of {log}:\n{tail(log)}')
-    print(f'  done in {time.monotonic() - started:.0f} s', flush=True)
+    return Task(label, command, log, total_iter=total_iter)
+
+
+def run_steps(tasks: list[Task], workdir: Path, threads: int) -> None:
+    """Run the steps one after the other, each only if the one before succeeded (the runner of ``ibsd-study``);
+    a failed step raises :class:`DemoError` after the end of its log was printed."""
+    for step, after in zip(tasks, tasks[1:]):
+        step.on_success = lambda after=after: [after]
+    if execute(tasks[:1], 1, workdir, threads):
+        failed = next(t for t in tasks if t.process is not None and t.process.returncode)
+        raise DemoError(f'{failed.label} failed (exit status {failed.process.returncode}); the end of its log '
+                        f'{failed.log} is above')
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -188,9 +180,10 @@ def train_and_test(kind: str, name: str, data: dict[str, Path], workdir: Path, i
     test_file.write_text(yaml.safe_dump(test_opt, sort_keys=False))
     print(f'\n{kind}: {name}', flush=True)
     logs = workdir / 'logs'
-    _run_pipeline('train', train_file, workdir, logs / f'{name}_train.log', threads, '--auto_resume',
-                  total_iter=iters)
-    _run_pipeline('test', test_file, workdir, logs / f'{name}_test.log', threads)
+    test = pipeline_task('test', f'{kind} test', test_file, workdir, logs / f'{name}_test.log', threads)
+    train = pipeline_task('train', f'{kind} train', train_file, workdir, logs / f'{name}_train.log', threads,
+                          '--auto_resume', total_iter=iters)
+    run_steps([train, test], workdir, threads)
     return read_test_metrics(workdir / 'results' / test_opt['name'])
 
 
@@ -198,7 +191,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
         compare(args)
-    except DemoError as error:
+    except IBSDError as error:
         sys.exit(f'ibsd-demo: {error}')
 
 

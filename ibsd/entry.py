@@ -7,9 +7,10 @@ current working directory
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import ibsd  # noqa: F401  (fixes basicsr and fills its registries)
 
@@ -23,7 +24,8 @@ def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
         sys.argv = [sys.argv[0], *argv]
     try:
         sys.argv[1:], ibsd.threads.requested = ibsd.threads.pop_threads_argument(sys.argv[1:])
-        pipeline(os.getcwd())
+        with help_mentions_threads(sys.argv[1:]):
+            pipeline(os.getcwd())
     except IBSDError as error:
         from basicsr.utils import get_root_logger
 
@@ -32,6 +34,21 @@ def _run(pipeline: Callable[[str], None], argv: Sequence[str] | None) -> None:
         get_root_logger().error(message)
         sys.exit(f'{type(error).__name__}: {message}')
     _close_process_group()
+
+
+THREADS_HELP = ('\nibsd adds:\n  --threads N           CPU threads of this run (or "auto"; default: the '
+                'num_threads option, else OMP_NUM_THREADS, else auto)')
+
+
+@contextlib.contextmanager
+def help_mentions_threads(argv: Sequence[str]) -> Iterator[None]:
+    """After BasicSR's ``--help`` (its parser does not know ``--threads``), say what ``--threads`` does."""
+    try:
+        yield
+    except SystemExit as done:
+        if done.code in (0, None) and ('-h' in argv or '--help' in argv):
+            print(THREADS_HELP)
+        raise
 
 
 def _close_process_group() -> None:

@@ -15,7 +15,7 @@ from ibsd.archs.hgsr_arch import HGSR_MHR
 from ibsd.losses.cdc_loss import (CDCComponentLoss, classify_response, gradient_weighted_l1, harris_response,
                                   sobel_derivative)
 from ibsd.models.component_outputs import ComponentOutputs
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from tests.conftest import shared_path
 
 COMPONENTS = ('flat', 'edge', 'corner')

@@ -163,7 +163,7 @@ def test_training_states_load_without_unpickling_code(tmp_path):
     from basicsr.models import build_model
 
     from ibsd.archs.checkpoint import CheckpointError
-    from ibsd.compat import load_training_state
+    from ibsd.training.checkpoints import load_training_state
     from tests.test_ibsd_model import make_opt
     model = build_model(make_opt(tmp_path))
     (tmp_path / 'states').mkdir()
@@ -193,7 +193,7 @@ def test_training_states_load_without_unpickling_code(tmp_path):
 def test_enough_epochs_for_the_iterations_with_dropped_batches_and_after_an_anchor():
     import logging
 
-    from ibsd.compat import epochs_needed
+    from ibsd.training.resume import epochs_needed
     logger = logging.getLogger('test')
     # 9 pairs, batch 4: basicsr counts ceil(9 / 4) = 3 iterations per epoch, the loader gives 2
     assert epochs_needed({'iters_per_epoch': 2}, 4, 12, logger) == 6

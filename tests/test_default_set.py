@@ -167,11 +167,16 @@ def test_build_is_reproducible_and_leaves_global_random_state_alone(tmp_path, sm
     assert (again['val_lq'] / 'coffee.png').read_bytes() == (small_set['val_lq'] / 'coffee.png').read_bytes()
 
 
-def test_a_failed_demo_step_ends_with_the_end_of_its_log(tmp_path):
+def test_a_failed_demo_step_ends_with_the_end_of_its_log(tmp_path, capsys):
     import ibsd.demo as demo
     (tmp_path / 'bad.yml').write_text('name: [unclosed\n')
+    log = tmp_path / 'logs' / 'bad_train.log'
+    then = demo.pipeline_task('test', 'L1 test', tmp_path / 'bad.yml', tmp_path, tmp_path / 'logs' / 'never.log', 1)
     with pytest.raises(demo.DemoError) as caught:
-        demo._run_pipeline('train', tmp_path / 'bad.yml', tmp_path, tmp_path / 'logs' / 'bad_train.log', 1)
-    message = str(caught.value)
-    assert message.startswith('train step failed (exit status 1); the end of')
-    assert 'bad.yml:2:1: invalid YAML' in message  # the log's last lines, not a traceback of the demo
+        demo.run_steps([demo.pipeline_task('train', 'L1 train', tmp_path / 'bad.yml', tmp_path, log, 1), then],
+                       tmp_path, 1)
+    assert str(caught.value) == f'L1 train failed (exit status 1); the end of its log {log} is above'
+    out = capsys.readouterr().out
+    assert 'started L1 train (1 thread(s)): python -m ibsd.train -opt bad.yml --threads 1 >> logs/bad_train.log' in out
+    assert 'bad.yml:2:1: invalid YAML' in out and 'Traceback' not in out  # the log's last lines, not a traceback
+    assert then.process is None and not (tmp_path / 'logs' / 'never.log').exists()  # the next step never ran

@@ -8,8 +8,8 @@ import pytest
 import torch
 from basicsr.models import build_model
 
-from ibsd import compat
-from ibsd.compat import CheckpointWriteError
+from ibsd.training import checkpoints
+from ibsd.training.checkpoints import CheckpointWriteError
 from ibsd.models.divergence_guard import DivergenceError
 from tests.test_entry_points import SCRIPTS, make_pairs, write_yaml
 from tests.test_ibsd_model import feed, make_opt
@@ -108,10 +108,10 @@ def test_a_failed_write_is_tried_again_and_leaves_no_temporary_file(tmp_path, mo
             raise OSError('disk hiccup')
         return real_save(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(compat, 'WRITE_RETRY_PAUSE_S', 0)
+    monkeypatch.setattr(checkpoints, 'WRITE_RETRY_PAUSE_S', 0)
     monkeypatch.setattr(torch, 'save', flaky_save)
     states = Path(model.opt['path']['training_states'])
-    if failures < compat.WRITE_TRIES:
+    if failures < checkpoints.WRITE_TRIES:
         model.save_training_state(0, 4)
         assert len(calls) == failures + 1 and torch.load(states / '4.state', weights_only=False)['iter'] == 4
         assert sorted(p.name for p in states.iterdir()) == ['4.state']

@@ -8,7 +8,7 @@ import torch
 from basicsr.models import build_model
 
 from ibsd.losses.wavelet_loss import WaveletHFLoss
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from tests.test_ibsd_model import feed, make_opt
 
 
@@ -72,6 +72,6 @@ def test_the_diagnostic_leaves_training_unchanged_and_runs_on_log_lines_only(tmp
 
 
 def test_ratios_need_a_pixel_term(tmp_path):
-    from ibsd.models.ibsd_options import check_ibsd_options
+    from ibsd.options.train_sections import check_ibsd_options
     with pytest.raises(OptionError, match='log_grad_ratios .* needs train:pixel_opt'):
         check_ibsd_options(ratio_options(tmp_path, pixel_opt=None))  # as ibsd-study checks every run first

@@ -8,7 +8,8 @@ import torch
 from basicsr.models import build_model
 
 from ibsd.models.gradient_share import GradientShare
-from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms
+from ibsd.errors import OptionError
+from ibsd.options.train_sections import check_ibsd_options, describe_terms
 from tests.test_ibsd_model import feed, make_opt
 
 
@@ -89,7 +90,7 @@ def test_resume_continues_with_the_saved_weights(tmp_path):
 
 
 @pytest.mark.parametrize('section, weight, message', [
-    ('wavelet_opt', {'grad_ratio': 0}, r'train:wavelet_opt:loss_weight: grad_ratio must be > 0'),
+    ('wavelet_opt', {'grad_ratio': 0}, r'train:wavelet_opt:loss_weight:grad_ratio must be > 0'),
     ('wavelet_opt', {'grad_ratoi': 0.2}, "unknown key 'grad_ratoi': did you mean 'grad_ratio'"),
     ('wavelet_opt', {'smoothing': 0.5}, 'needs grad_ratio'),
     ('mi_opt', {'grad_ratio': 0.1, 'smoothing': 2}, r'smoothing must be in \(0, 1\]'),

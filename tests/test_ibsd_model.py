@@ -207,7 +207,7 @@ def test_ema_source_and_no_current_output_source(tmp_path):
 @pytest.mark.parametrize('options, message', [
     ({'source': 'bank'}, 'source'), ({'alpha_max': 1.5}, 'alpha_max'), ({'refresh_iters': 0}, 'refresh_iters')])
 def test_bad_soft_target_options_are_named(tmp_path, options, message):
-    with pytest.raises(ValueError, match=f'train:soft_target: {message}'):
+    with pytest.raises(ValueError, match=f'train:soft_target:{message}'):
         build_model(make_opt(tmp_path, soft_target=options))
 
 

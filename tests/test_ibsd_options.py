@@ -10,7 +10,8 @@ import pytest
 import yaml
 from basicsr.models import build_model
 
-from ibsd.models.ibsd_options import OptionError, check_ibsd_options
+from ibsd.errors import OptionError
+from ibsd.options.train_sections import check_ibsd_options
 from tests.conftest import REPO
 from tests.test_ibsd_model import make_opt
 
@@ -40,7 +41,7 @@ from tests.test_ibsd_model import make_opt
      'train:ibsd:grad_clip_norm: expected a finite'),
     (lambda o: o['train'].update(ibsd={'max_bad_steps': 0}), 'train:ibsd:max_bad_steps must be >= 1, got 0'),
     (lambda o: o['train'].update(total_iter='1e5x'), "train:total_iter: expected a number, got '1e5x'"),
-    (lambda o: o['train']['soft_target'].update(source='teacher'), 'train:soft_target: source must be one of'),
+    (lambda o: o['train']['soft_target'].update(source='teacher'), 'train:soft_target:source must be one of'),
 ])
 def test_a_misspelt_key_or_bad_value_stops_the_model_before_training(tmp_path, edit, message):
     opt = make_opt(tmp_path)

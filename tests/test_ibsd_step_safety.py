@@ -14,7 +14,8 @@ from basicsr.models import build_model
 from basicsr.models.base_model import BaseModel
 
 from ibsd.archs.rfdn_arch import RFDN
-from ibsd.models.ibsd_model import IBSDModel, pick_random_states, random_states, stack_log_values
+from ibsd.models.ibsd_model import IBSDModel, stack_log_values
+from ibsd.training.random_streams import pick_random_states, random_states
 from tests.test_ibsd_model import feed, make_opt
 
 RFDN_SHARED = {'type': 'RFDN', 'num_feat': 8, 'num_block': 6, 'upscale': 2, 'attention': 'cca',

@@ -9,7 +9,7 @@ from basicsr.models import build_model
 
 from ibsd.archs.ib_estimator_arch import IBEstimator, LaplaceConditional
 from ibsd.losses.ib_loss import REDUCTIONS, IBCLUBLoss, LaplaceNLLLoss
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from ibsd.models.position_sampling import PositionSampler, sample_size, select_positions
 from tests.test_ibsd_model import feed, make_opt
 from tests.test_ibsd_step_safety import cpu_bf16

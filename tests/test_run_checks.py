@@ -12,7 +12,7 @@ import yaml
 import basicsr.test
 import basicsr.train
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from tests.test_entry_points import SCRIPTS, make_pairs, paired, train_options, write_yaml
 
 NETWORK = {'type': 'IMDN', 'num_feat': 8, 'num_block': 1, 'upscale': 2}
@@ -145,8 +145,8 @@ def test_worker_errors_keep_their_own_message():
 def test_a_full_disk_is_named(tmp_path, monkeypatch):
     import shutil
 
-    from ibsd import compat
-    monkeypatch.setattr(compat, 'WRITE_RETRY_PAUSE_S', 0)
+    from ibsd.training import checkpoints
+    monkeypatch.setattr(checkpoints, 'WRITE_RETRY_PAUSE_S', 0)
     real_save = torch.save
 
     def save(obj, target, *args, **kwargs):
@@ -156,9 +156,9 @@ def test_a_full_disk_is_named(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, 'save', save)
     monkeypatch.setattr(shutil, 'disk_usage', lambda folder: shutil._ntuple_diskusage(10 << 30, 10 << 30, 100))
-    with pytest.raises(compat.CheckpointWriteError, match=r'no space left on device: it takes .* MiB and .* has 0.0 '
-                                                          'MiB free'):
-        compat.write_atomically({'w': torch.zeros(1000)}, str(tmp_path / 'net.pth'))
+    with pytest.raises(checkpoints.CheckpointWriteError,
+                       match=r'no space left on device: it takes .* MiB and .* has 0.0 MiB free'):
+        checkpoints.write_atomically({'w': torch.zeros(1000)}, str(tmp_path / 'net.pth'))
     assert list(tmp_path.iterdir()) == []
 
 

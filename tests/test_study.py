@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from ibsd.study.results import Key, compare, read_training_log
 from ibsd.study.spec import evaluation_options, load_study, run_options
 from tests.test_entry_points import make_pairs, write_yaml
@@ -41,7 +41,7 @@ def test_variants_edit_the_base_and_the_plain_baseline_has_no_ibsd_key(tmp_path)
                                                           ('lambda_MI=1e-2', 0), ('lambda_MI=1e-2', 1)]
     options = {r.name: run_options(study, r, tmp_path) for r in study.runs}
     plain = options['tiny_L1_s1']
-    assert plain['model_type'] == 'SRModel' and plain['manual_seed'] == 1
+    assert plain['model_type'] == 'TiledSRModel' and plain['manual_seed'] == 1
     assert not {'mi_opt', 'wavelet_opt', 'soft_target', 'optim_est', 'ibsd'} & set(plain['train'])
     assert 'network_est' not in plain
     assert options['tiny_IBSD_s0']['model_type'] == 'IBSDModel'
@@ -70,7 +70,7 @@ def test_variants_edit_the_base_and_the_plain_baseline_has_no_ibsd_key(tmp_path)
     ({'variants': {'L1': {'plain': True}, 'IBSD': {'set': {'train:ibsd:estimator_step': 5}}}},
      "run tiny_IBSD_s0 (variant IBSD): train:ibsd: unknown key 'estimator_step': did you mean 'estimator_steps'?"),
     ({'variants': {'L1': {'plain': True, 'set': {'train:mi_opt': {'type': 'IBCLUBLoss'}}}}},
-     'run tiny_L1_s0 (variant L1): train:mi_opt: read only by IBSDModel, and model_type SRModel ignores it'),
+     'run tiny_L1_s0 (variant L1): train:mi_opt: read only by IBSDModel, and model_type TiledSRModel ignores it'),
     ({'base': '.'}, 'base: . ('),
 ])
 def test_a_bad_study_file_is_an_error_naming_the_key(tmp_path, changes, message):
@@ -198,7 +198,7 @@ def test_a_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
 def test_every_shipped_study_file_makes_valid_ibsd_options(path):
     from basicsr.models import build_model  # noqa: F401  (registries filled by ibsd)
 
-    from ibsd.models.ibsd_options import check_ibsd_options
+    from ibsd.options.train_sections import check_ibsd_options
     study = load_study(path)
     assert study.baseline in study.variants and len(study.seeds) >= 2  # a t-interval needs two
     for run in study.runs:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from ibsd.study.report import write_report
 from ibsd.study.runner import evaluation_tasks, finished, mark_done, plan
 from ibsd.study.selection import PLATEAU_DB, last_quarter, selected_iteration

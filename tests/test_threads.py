@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from ibsd.threads import choose_threads, idle_cores, parse_threads, pop_threads_argument
 
 
@@ -65,7 +65,7 @@ def test_the_argument_wins_then_the_option_then_the_environment_then_auto_on_the
 
 
 def test_a_misspelt_option_key_is_caught():
-    from ibsd.run_checks import check_known_keys
+    from ibsd.options.run_file import check_known_keys
     with pytest.raises(OptionError, match="unknown key 'num_thread': did you mean 'num_threads'"):
         check_known_keys({'name': 'x', 'num_thread': 2})
     check_known_keys({'name': 'x', 'num_threads': 2})
@@ -109,3 +109,10 @@ def test_ibsd_infer_takes_a_thread_count(capsys):
     with pytest.raises(SystemExit) as exit_status:
         parse_args([*base, '--threads', '0'])
     assert exit_status.value.code == 2 and '--threads: expected a whole number' in capsys.readouterr().err
+
+
+def test_the_help_of_ibsd_train_names_the_threads_option(tmp_path):
+    result = subprocess.run([sys.executable, '-c', 'from ibsd.entry import train_main; train_main()', '--help'],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert '--force_yml' in result.stdout and '--threads N' in result.stdout.split('--force_yml', 1)[1]

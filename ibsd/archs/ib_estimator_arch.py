@@ -29,8 +29,8 @@ from basicsr.utils.registry import ARCH_REGISTRY
 from torch import nn
 
 DEFAULT_SCALE_EPS = 1e-3
-"""Floor of the Laplace scale. The authors' 1e-6 lets the bound's 1/b terms explode (see the README's
-stability section); ``scale_eps: 1.0e-6`` reproduces it."""
+"""Floor of the Laplace scale. The authors' 1e-6 lets the bound's 1/b terms explode (see
+docs/method.md, "Stability"); ``scale_eps: 1.0e-6`` reproduces it."""
 
 
 def _head(in_channels: int, out_channels: int) -> nn.Sequential:

@@ -1,6 +1,7 @@
-"""IBSD data: every `*_dataset.py` file here is imported and registered with BasicSR."""
-from os import path as osp
+"""IBSD's data tools: checks of every data set before BasicSR builds it (:mod:`ibsd.data.checks`),
+position-seeded sampling for exact resume (:mod:`ibsd.data.resumable_sampling`), preparing real camera
+pairs (:mod:`ibsd.data.prepare`, ``ibsd-prepare``) and the built-in default set (:mod:`ibsd.data.default_set`).
 
-from ibsd.discovery import import_modules
-
-_modules = import_modules(__name__, osp.dirname(osp.abspath(__file__)), '_dataset.py')
+IBSD trains on BasicSR's own paired data sets (``PairedImageDataset``): it registers no data set of its
+own, so nothing here is imported by ``import ibsd`` except what the pipeline uses.
+"""

@@ -15,9 +15,9 @@ import torch
 import torch.distributed as dist
 from basicsr.utils import get_root_logger
 
-from ibsd.errors import IBSDError, OptionError
+from ibsd.errors import IBSDError
+from ibsd.options.schema import IBSD_LOOP
 
-DEFAULT_MAX_BAD_STEPS = 5
 GRADIENT = 'gradient'
 
 
@@ -45,9 +45,7 @@ class DivergenceGuard:
     """
 
     def __init__(self, max_bad_steps: int, distributed: bool = False):
-        if max_bad_steps < 1:
-            raise OptionError(f'train:ibsd:max_bad_steps must be >= 1, got {max_bad_steps}')
-        self.max_bad_steps = max_bad_steps
+        self.max_bad_steps = IBSD_LOOP.value('max_bad_steps', max_bad_steps)
         self.distributed = distributed
         self.consecutive = 0
         self.skipped = 0

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 
-SHARE_KEYS = {'grad_ratio': 'float', 'smoothing': 'float'}
-DEFAULT_SMOOTHING = 0.2
+from ibsd.options.schema import GRADIENT_SHARE
+
+DEFAULT_SMOOTHING = GRADIENT_SHARE.keys['smoothing'].default
 
 
 class GradientShare:
@@ -28,12 +29,8 @@ class GradientShare:
     """
 
     def __init__(self, grad_ratio: float, smoothing: float = DEFAULT_SMOOTHING):
-        if not grad_ratio > 0:
-            raise ValueError(f'grad_ratio must be > 0, got {grad_ratio}')
-        if not 0 < smoothing <= 1:
-            raise ValueError(f'smoothing must be in (0, 1], got {smoothing}')
-        self.grad_ratio = float(grad_ratio)
-        self.smoothing = float(smoothing)
+        self.grad_ratio = float(GRADIENT_SHARE.keys['grad_ratio'].check(grad_ratio, 'grad_ratio'))
+        self.smoothing = float(GRADIENT_SHARE.keys['smoothing'].check(smoothing, 'smoothing'))
         self.weight: float | None = None
 
     @property

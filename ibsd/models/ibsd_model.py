@@ -16,13 +16,10 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-import os
-import random
 from collections import OrderedDict
 from copy import deepcopy
 from typing import Iterator, Mapping
 
-import numpy as np
 import torch
 import torch.distributed as dist
 from basicsr.archs import build_network
@@ -31,15 +28,18 @@ from basicsr.models import lr_scheduler
 from basicsr.utils import get_root_logger
 from basicsr.utils.registry import MODEL_REGISTRY
 
-from ibsd.compat import sampling_record, state_epoch, write_atomically
+from ibsd.errors import OptionError
 from ibsd.models.component_outputs import ComponentOutputs
-from ibsd.models.divergence_guard import DEFAULT_MAX_BAD_STEPS, DivergenceGuard
+from ibsd.models.divergence_guard import DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
 from ibsd.models.gradient_share import GradientShare
-from ibsd.models.ibsd_options import OptionError, check_ibsd_options, describe_terms, gradient_share_options
 from ibsd.models.position_sampling import PositionSampler, select_positions, stream_seed
 from ibsd.models.soft_target import ProgressiveSoftTarget
 from ibsd.models.tiled_sr_model import TiledSRModel
+from ibsd.options.schema import DERIVED, IBSD_LOOP, SOFT_TARGET
+from ibsd.options.train_sections import check_ibsd_options, describe_terms, gradient_share_options, ramp_iters
+from ibsd.training.checkpoints import write_training_state
+from ibsd.training.random_streams import gather_random_states, pick_random_states, set_random_states
 
 SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
               'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
@@ -59,56 +59,6 @@ def build_scheduler(optimizer: torch.optim.Optimizer, options: dict, key: str):
     if kind not in SCHEDULERS:
         raise OptionError(f"train:{key}: type must be one of {sorted(SCHEDULERS)}, got '{kind}'")
     return SCHEDULERS[kind](optimizer, **options)
-
-
-def random_states() -> dict:
-    """This process's random states (its own CUDA device only: under DDP each rank has one)."""
-    states = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
-    if torch.cuda.is_available() and torch.cuda.is_initialized():
-        states['cuda'] = torch.cuda.get_rng_state()
-    return states
-
-
-def set_random_states(states: dict) -> None:
-    random.setstate(states['python'])
-    np.random.set_state(states['numpy'])
-    torch.set_rng_state(states['torch'].cpu())
-    cuda = states.get('cuda')
-    if cuda is not None and torch.cuda.is_available():
-        if isinstance(cuda, (list, tuple)):  # states written before per-rank saving: one per device
-            device = torch.cuda.current_device()
-            if device < len(cuda):
-                torch.cuda.set_rng_state(cuda[device].cpu())
-        else:
-            torch.cuda.set_rng_state(cuda.cpu())
-
-
-def gather_random_states(opt: Mapping, own: Mapping | None = None) -> list[dict]:
-    """Every rank's random states, in rank order (on every rank; one collective under DDP).
-
-    ``own``: this rank's further streams (e.g. the position sampler's), gathered with the others.
-    """
-    states = {**random_states(), **(own or {})}
-    if not (opt.get('dist') and dist.is_available() and dist.is_initialized()):
-        return [states]
-    gathered: list = [None] * dist.get_world_size()
-    dist.all_gather_object(gathered, states)
-    return gathered
-
-
-def pick_random_states(saved, rank: int) -> dict | None:
-    """This rank's states from a training state (a per-rank list, or one dict from older states).
-
-    ``None`` for a rank the state has no streams for: it keeps the streams BasicSR seeded
-    (``manual_seed + rank``) instead of drawing the same numbers as another rank.
-    """
-    if isinstance(saved, dict):
-        saved = [saved]
-    if rank >= len(saved):
-        get_root_logger().warning(f'The training state holds random states for {len(saved)} process(es); '
-                                  f'rank {rank} keeps its freshly seeded random streams')
-        return None
-    return saved[rank]
 
 
 def bound_exploited(l_mi: float, l_pix: float) -> bool:
@@ -148,7 +98,9 @@ def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 @MODEL_REGISTRY.register()
 class IBSDModel(TiledSRModel):
-    """SRModel + IBSD (see the module docstring and the README for every YAML key); tiling as TiledSRModel."""
+    """SRModel + IBSD (see the module docstring and docs/training.md for every YAML key); tiling as TiledSRModel."""
+
+    reads_ibsd_sections = True  # ibsd.options.run_file.READS_IBSD_SECTIONS: a model type that trains mi_opt...
 
     def __init__(self, opt):
         if opt.get('is_train') and not opt.get('dist') and int(opt.get('num_gpu') or 0) > 1:
@@ -165,40 +117,35 @@ class IBSDModel(TiledSRModel):
         self.amp_dtype = self._amp_dtype(train_opt.get('amp'))
         self._log_names: list[str] = []
         self._log_values: torch.Tensor | None = None
-        ibsd_opt = train_opt.get('ibsd') or {}
-        self.estimator_steps = int(ibsd_opt.get('estimator_steps', 1))
-        self.log_pairs = bool(ibsd_opt.get('log_pairs', False))
-        self.log_grad_ratios = bool(ibsd_opt.get('log_grad_ratios', False))
+        ibsd_opt = IBSD_LOOP.resolved(train_opt.get('ibsd'))
+        self.estimator_steps = ibsd_opt['estimator_steps']
+        self.log_pairs = ibsd_opt['log_pairs']
+        self.log_grad_ratios = ibsd_opt['log_grad_ratios']
         self.print_freq = int((self.opt.get('logger') or {}).get('print_freq') or 1)
         self.gradient_shares: dict[str, GradientShare] = {}
         self._pair_terms: dict[str, torch.Tensor] = {}
         self._exploit_warned = False
         self._iteration = 0
-        if self.estimator_steps < 1:
-            raise OptionError(f'train:ibsd:estimator_steps must be >= 1, got {self.estimator_steps}')
-        self.grad_clip_norm = ibsd_opt.get('grad_clip_norm')
-        if self.grad_clip_norm is not None and not float(self.grad_clip_norm) > 0:
-            raise OptionError(f'train:ibsd:grad_clip_norm must be > 0 (or ~ for none), got {self.grad_clip_norm}')
+        self.grad_clip_norm = ibsd_opt['grad_clip_norm']
         self.net_est = None
         if train_opt.get('mi_opt'):
             bare = self.get_bare_model(self.net_g)
-            self.node_recorder = NodeRecorder(bare, ibsd_opt.get('nodes') or default_nodes(bare))
+            nodes = ibsd_opt['nodes']
+            self.node_recorder = NodeRecorder(bare, default_nodes(bare) if nodes is DERIVED else nodes)
             self._build_estimator(self._probe_node_channels())
             self.cri_mi = build_loss(self._weighted_loss_options(train_opt, 'mi_opt', 'l_mi')).to(self.device)
             self.cri_mi.generator = torch.Generator().manual_seed(int(self.opt.get('manual_seed') or 0))
             est_opt = deepcopy(train_opt.get('est_opt') or {'type': 'LaplaceNLLLoss',
                                                             'reduction': getattr(self.cri_mi, 'reduction', 'mean')})
             self.cri_est = build_loss(est_opt).to(self.device)
-            self.position_sampler = self._build_position_sampler(float(ibsd_opt.get('positions', 1.0)))
-        elif float(ibsd_opt.get('positions', 1.0)) < 1:
+            self.position_sampler = self._build_position_sampler(ibsd_opt['positions'])
+        elif ibsd_opt['positions'] < 1:
             get_root_logger().warning('train:ibsd:positions has no effect without train:mi_opt (it samples the '
                                       'positions of the IB terms only)')
         self.cri_wav = build_loss(self._weighted_loss_options(train_opt, 'wavelet_opt', 'l_wav')).to(self.device) \
             if train_opt.get('wavelet_opt') else None
-        self.soft_target = self._build_soft_target(train_opt.get('soft_target') or {}) if self.cri_wav else None
-        max_bad_steps = ibsd_opt.get('max_bad_steps')
-        max_bad_steps = DEFAULT_MAX_BAD_STEPS if max_bad_steps is None else int(max_bad_steps)
-        self.guard = DivergenceGuard(max_bad_steps, bool(self.opt['dist']))
+        self.soft_target = self._build_soft_target(train_opt.get('soft_target')) if self.cri_wav else None
+        self.guard = DivergenceGuard(ibsd_opt['max_bad_steps'], bool(self.opt['dist']))
         super().init_training_settings()
         # CDC-style pixel losses also get the student's component images (read with forward hooks)
         self.components = ComponentOutputs.for_loss(self.get_bare_model(self.net_g), self.cri_pix)
@@ -278,16 +225,17 @@ class IBSDModel(TiledSRModel):
                                   'use the built-in IBEstimator / IBCLUBLoss / LaplaceNLLLoss or positions: 1')
         return sampler
 
-    def _build_soft_target(self, options: dict) -> ProgressiveSoftTarget:
-        total_iter = int(self.opt['train'].get('total_iter', 1))
-        refresh = options.get('refresh_iters')
-        refresh = self.opt.get('iters_per_epoch') if refresh is None else refresh
-        start = int(options.get('start_iters') or 0)
+    def _build_soft_target(self, options: Mapping | None) -> ProgressiveSoftTarget:
+        """``train:soft_target`` with its defaults (:data:`ibsd.options.schema.SOFT_TARGET`); the snapshot's
+        period defaults to the epoch the pipeline recorded (``iters_per_epoch``)."""
+        options = SOFT_TARGET.resolved(options)
+        refresh = options['refresh_iters']
+        refresh = self.opt.get('iters_per_epoch') if refresh is DERIVED else refresh
         return ProgressiveSoftTarget(
-            source=options.get('source', 'snapshot'), alpha_max=float(options.get('alpha_max', 0.8)),
-            ramp_iters=int(options.get('ramp_iters') or max(1, total_iter - start)),
+            source=options['source'], alpha_max=options['alpha_max'],
+            ramp_iters=ramp_iters(options, self.opt['train'].get('total_iter')),
             refresh_iters=None if refresh is None else int(refresh),
-            build_student=lambda: build_network(self.opt['network_g']), start_iters=start)
+            build_student=lambda: build_network(self.opt['network_g']), start_iters=options['start_iters'])
 
     def setup_optimizers(self):
         optim_g = deepcopy(self.opt['train']['optim_g'])
@@ -539,12 +487,7 @@ class IBSDModel(TiledSRModel):
         if self.opt.get('rank', 0) != 0:
             return
         extras = {**self.training_extras(), 'random': random_streams}
-        state = {'epoch': state_epoch(self.opt, epoch, current_iter), 'iter': current_iter,
-                 'optimizers': [o.state_dict() for o in self.optimizers],
-                 'schedulers': [s.state_dict() for s in self.schedulers],
-                 'sampling': sampling_record(self.opt), 'ibsd': extras}
-        path = os.path.join(self.opt['path']['training_states'], f'{current_iter}.state')
-        write_atomically(state, path, 'training state')  # never a truncated state, a failed write raises
+        write_training_state(self, epoch, current_iter, {'ibsd': extras})  # atomic; a failed write raises
 
     def resume_training(self, resume_state):
         super().resume_training(resume_state)

@@ -18,6 +18,8 @@ import math
 
 import torch
 
+from ibsd.options.schema import IBSD_LOOP
+
 
 STREAM_SALT = 0x1B5D7  # keeps the stream apart from the global ones BasicSR seeds with manual_seed + rank
 
@@ -25,15 +27,6 @@ STREAM_SALT = 0x1B5D7  # keeps the stream apart from the global ones BasicSR see
 def stream_seed(manual_seed: int | None, rank: int = 0) -> int:
     """Seed of one rank's position stream: each rank draws its own subsets."""
     return STREAM_SALT + 100_003 * int(manual_seed or 0) + int(rank)
-
-
-def check_fraction(fraction: float, where: str = 'train:ibsd:positions') -> float:
-    """``fraction`` as a float in (0, 1], else a ``ValueError`` naming ``where``."""
-    fraction = float(fraction)
-    if not 0 < fraction <= 1:
-        raise ValueError(f'{where} must be in (0, 1] (the fraction of spatial positions the IB terms use), '
-                         f'got {fraction:g}')
-    return fraction
 
 
 def sample_size(positions: int, fraction: float) -> int:
@@ -55,7 +48,7 @@ class PositionSampler:
     """
 
     def __init__(self, fraction: float, seed: int):
-        self.fraction = check_fraction(fraction)
+        self.fraction = float(IBSD_LOOP.value('positions', fraction))
         self.generator = torch.Generator().manual_seed(int(seed))
 
     @property

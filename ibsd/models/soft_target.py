@@ -26,10 +26,9 @@ import torch
 from torch import nn
 
 from ibsd.errors import OptionError
+from ibsd.options.schema import SOFT_TARGET
 
-SOURCES = ('snapshot', 'ema')
-REMOVED_SOURCES = {'current': 'with the L1 wavelet loss it trains exactly as alpha = 0 (see the README)'}
-OPTION = 'train:soft_target'
+OPTION = SOFT_TARGET.where
 
 
 class ProgressiveSoftTarget:
@@ -46,22 +45,15 @@ class ProgressiveSoftTarget:
 
     def __init__(self, source: str, alpha_max: float, ramp_iters: int, refresh_iters: int | None,
                  build_student: Callable[[], nn.Module], start_iters: int = 0):
-        if source in REMOVED_SOURCES:
-            raise OptionError(f"{OPTION}: source '{source}' is not offered: {REMOVED_SOURCES[source]}; "
-                             f'use one of {SOURCES}')
-        if source not in SOURCES:
-            raise OptionError(f"{OPTION}: source must be one of {SOURCES}, got '{source}'")
-        if not 0 <= alpha_max <= 1:
-            raise OptionError(f'{OPTION}: alpha_max must be in [0, 1], got {alpha_max}')
-        if ramp_iters < 1:
-            raise OptionError(f'{OPTION}: ramp_iters must be >= 1, got {ramp_iters}')
-        if start_iters < 0:
-            raise OptionError(f'{OPTION}: start_iters must be >= 0, got {start_iters}')
+        source = SOFT_TARGET.value('source', source)
+        alpha_max = SOFT_TARGET.value('alpha_max', alpha_max)
+        ramp_iters = SOFT_TARGET.value('ramp_iters', ramp_iters)
+        start_iters = SOFT_TARGET.value('start_iters', start_iters)
         if source == 'snapshot' and refresh_iters is None:
             raise OptionError(f'{OPTION}: set refresh_iters for the snapshot teacher (its default, one epoch, is '
                              'only known when training through ibsd-train / ibsd.train)')
-        if source == 'snapshot' and refresh_iters < 1:
-            raise OptionError(f'{OPTION}: refresh_iters must be >= 1 for the snapshot teacher, got {refresh_iters}')
+        if source == 'snapshot':
+            refresh_iters = SOFT_TARGET.value('refresh_iters', refresh_iters)
         self.source = source
         self.alpha_max = float(alpha_max)
         self.ramp_iters = int(ramp_iters)

@@ -1,8 +1,8 @@
 """``ibsd-study STUDY.yml``: train every run of a study that is not finished, evaluate, write the report.
 
-    ibsd-study options/study/city100_imdn_x2_cpu.yml            # folder studies/<name>
-    ibsd-study options/study/city100_imdn_x2_cpu.yml --report   # only rewrite table and plots
-    ibsd-study options/study/city100_imdn_x2_cpu.yml --variants L1 IBSD --seeds 0   # a part of it
+    ibsd-study options/study/city100_imdn_x2_finetune_cpu.yml            # folder studies/<name>
+    ibsd-study options/study/city100_imdn_x2_finetune_cpu.yml --report   # only rewrite table and plots
+    ibsd-study options/study/city100_imdn_x2_finetune_cpu.yml --variants L1 IBSD --seeds 0   # a part of it
 
 Starting it again resumes unfinished runs; finished runs and evaluations are kept.
 """

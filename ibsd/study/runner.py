@@ -13,45 +13,20 @@ runs and evaluations. A failed run is reported with the end of its log and fails
 """
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
-import sysconfig
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
 from ibsd.errors import OptionError
-from ibsd.progress import last_progress, tail
 from ibsd.study.spec import Run, Study, evaluation_options, options_fingerprint, run_options
+from ibsd.tasks import Task, console_script, execute
 
-PROGRESS_EVERY_S = 30.0
-POLL_S = 1.0
 HEADER = ('# Written by ibsd-study from {study}: edit the study file, not this one.\n'
           '# Rerun this run by hand from the study folder: ibsd-{tool} -opt {path}\n')
-
-
-def console_script(name: str) -> str:
-    """The path of one of our console scripts installed beside this Python, else its bare name."""
-    candidate = Path(sysconfig.get_path('scripts')) / name
-    return str(candidate) if candidate.exists() else name
-
-
-@dataclass
-class Task:
-    """A command of the study (a training run or an evaluation), started when a slot is free."""
-    label: str
-    command: list[str]
-    log: Path
-    total_iter: int | None = None
-    on_success: Callable[[], list['Task']] = field(default=lambda: [])
-    process: subprocess.Popen | None = None
-    started: float = 0.0
 
 
 def write_options(path: Path, options: dict, study: Study, tool: str, out: Path) -> None:
@@ -105,11 +80,6 @@ def mark_done(study: Study, out: Path, run: Run) -> None:
 def threads_per_task(study: Study) -> int:
     threads = study.threads or os.cpu_count() or 1
     return max(1, threads // max(1, study.parallel))
-
-
-def task_environment(threads: int) -> dict:
-    return {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads),
-            'PYTHONUNBUFFERED': '1'}
 
 
 def plan(study: Study, out: Path, cwd: Path, runs: set[str] | None = None) -> list[Task]:
@@ -166,101 +136,6 @@ def evaluation_tasks(study: Study, run: Run, options: dict, out: Path, cwd: Path
                               out / 'logs' / f'{run.name}_test_i{iteration}.log'))
         return tasks
     return make
-
-
-def progress_line(task: Task) -> str:
-    elapsed = time.monotonic() - task.started
-    if task.total_iter is None:
-        return f'  {task.label}: evaluating ({elapsed:.0f} s)'
-    progress = last_progress(task.log)
-    if progress is None:
-        return f'  {task.label}: starting ({elapsed:.0f} s)'
-    if progress[0] >= task.total_iter:
-        return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, saving and validating'
-    return f'  {task.label}: iteration {progress[0]}/{task.total_iter}, ETA {progress[1]}'
-
-
-class StudyStopped(KeyboardInterrupt):
-    """The study was told to stop (SIGTERM, or SIGHUP when not ignored): its runs are stopped with it."""
-
-    def __init__(self, number: int):
-        super().__init__(f'signal {number}')
-        self.number = number
-
-
-@contextlib.contextmanager
-def stopping_on_signals():
-    """SIGTERM (``kill``) and SIGHUP stop the study as Ctrl-C does: its runs are terminated with it, so a
-    study started again never trains a run twice at once (its orphan and its restart)."""
-    def stop(number, frame):
-        raise StudyStopped(number)
-
-    previous = {}
-    for number in (signal.SIGTERM, getattr(signal, 'SIGHUP', None)):
-        if number is not None and signal.getsignal(number) is not signal.SIG_IGN:  # nohup ignores SIGHUP: keep it
-            previous[number] = signal.signal(number, stop)
-    try:
-        yield
-    finally:
-        for number, handler in previous.items():
-            signal.signal(number, handler)
-
-
-def execute(tasks: list[Task], parallel: int, out: Path, threads: int,
-            print_line: Callable[[str], None] = print) -> list[str]:
-    """Run ``tasks`` (and the tasks their successes add), ``parallel`` at a time; returns the failures."""
-    pending, running, failures = list(tasks), [], []
-    environment = task_environment(threads)
-    try:
-        with stopping_on_signals():
-            failures = run_all(pending, running, failures, parallel, out, threads, environment, print_line)
-    except KeyboardInterrupt:
-        handlers = {number: signal.signal(number, signal.SIG_IGN) for number in (signal.SIGINT, signal.SIGTERM)}
-        try:  # a second signal must not cut the stopping of the runs short
-            for task in running:
-                task.process.terminate()
-            for task in running:
-                task.process.wait()
-        finally:
-            for number, handler in handlers.items():
-                signal.signal(number, handler)
-        raise
-    return failures
-
-
-def run_all(pending: list[Task], running: list[Task], failures: list[str], parallel: int, out: Path, threads: int,
-            environment: dict, print_line: Callable[[str], None]) -> list[str]:
-    """The loop of :func:`execute`: start tasks while slots are free, collect the finished ones."""
-    next_report = time.monotonic() + PROGRESS_EVERY_S
-    while pending or running:
-        while pending and len(running) < parallel:
-            task = pending.pop(0)
-            task.log.parent.mkdir(parents=True, exist_ok=True)
-            handle = open(task.log, 'a')
-            task.process = subprocess.Popen(task.command, cwd=out, stdout=handle, stderr=subprocess.STDOUT,
-                                            env=environment)
-            running.append(task)
-            handle.close()
-            task.started = time.monotonic()
-            print_line(f'started {task.label} ({threads} thread(s)): log {task.log.relative_to(out)}')
-        time.sleep(POLL_S)
-        for task in [t for t in running if t.process.poll() is not None]:
-            running.remove(task)
-            if task.process.returncode == 0:
-                print_line(f'finished {task.label} in {time.monotonic() - task.started:.0f} s')
-                try:
-                    pending[:0] = task.on_success()
-                except OptionError as error:
-                    failures.append(task.label)
-                    print_line(f'FAILED {task.label}: {error}')
-            else:
-                failures.append(task.label)
-                print_line(f'FAILED {task.label} (exit status {task.process.returncode}); end of '
-                           f'{task.log}:\n{tail(task.log)}')
-        if running and time.monotonic() >= next_report:
-            next_report = time.monotonic() + PROGRESS_EVERY_S
-            print_line('\n'.join(progress_line(t) for t in running))
-    return failures
 
 
 def prepare_data(study: Study, cwd: Path) -> None:

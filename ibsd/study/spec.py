@@ -34,8 +34,10 @@ from pathlib import Path
 from typing import Any
 
 
-from ibsd.models.ibsd_options import IBSD_TRAIN_KEYS, OptionError, as_number, reject_unknown
-from ibsd.run_checks import read_option_file
+from ibsd.errors import OptionError
+from ibsd.options.run_file import read_option_file
+from ibsd.options.train_sections import IBSD_TRAIN_KEYS
+from ibsd.options.values import as_number, reject_unknown
 
 STUDY_KEYS = {'name', 'base', 'set', 'variants', 'baseline', 'seeds', 'eval_iters', 'test_sets', 'parallel',
               'threads', 'prepare', 'crop_size', 'eval_weights', 'early_stopping'}
@@ -45,7 +47,8 @@ VARIANT_KEYS = {'plain', 'set', 'remove', 'seeds'}
 TEST_SET_KEYS = {'dataroot_gt', 'dataroot_lq', 'filename_tmpl', 'meta_info_file', 'io_backend'}
 PATH_KEYS = re.compile(r'^(dataroot_\w+|meta_info_file|pretrain_network_\w+)$')
 SAFE_NAME = re.compile(r'[^A-Za-z0-9_.+-]+')
-PLAIN_MODEL = 'SRModel'
+PLAIN_MODEL = 'TiledSRModel'
+"""Model type of plain variants: the IBSD model's own base, so both arms validate and test through one path."""
 
 
 @dataclass
@@ -216,7 +219,8 @@ def remove_path(opt: dict, path: str, where: str) -> None:
 
 
 def make_plain(opt: dict) -> None:
-    """The plain baseline: ``SRModel`` with every key IBSD adds removed."""
+    """The plain baseline: :data:`PLAIN_MODEL` (BasicSR's SRModel with the tiled test IBSDModel also has) with every
+    key IBSD adds removed."""
     opt['model_type'] = PLAIN_MODEL
     opt.pop('network_est', None)
     for key in IBSD_TRAIN_KEYS:
@@ -322,8 +326,9 @@ def check_run(opt: dict, where: str) -> None:
     """
     from basicsr.utils.registry import ARCH_REGISTRY
 
-    from ibsd.models.ibsd_options import check_ibsd_options, check_registered
-    from ibsd.run_checks import check_crop_sizes, check_iteration_count, check_known_keys
+    from ibsd.options.train_sections import check_ibsd_options
+    from ibsd.options.values import check_registered
+    from ibsd.options.run_file import check_crop_sizes, check_iteration_count, check_known_keys
     try:
         check_known_keys(opt)
         check_iteration_count(opt.get('train'))

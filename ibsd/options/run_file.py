@@ -5,7 +5,7 @@ without EMA, and every unknown ``path:`` key is made a *folder* (``pretrain_netw
 creates a directory ``w.pth`` and the run trains from scratch). ``total_iter: 0`` trains nothing,
 ``ibsd-test`` without ``pretrain_network_g`` scores random weights, ``num_gpu: 1`` on a machine
 without CUDA ends in a traceback. :func:`check_run_options` turns each into one
-:class:`~ibsd.models.ibsd_options.OptionError` naming the key, before anything is built or written.
+:class:`~ibsd.errors.OptionError` naming the key, before anything is built or written.
 
 Known keys are the ones basicsr's and ibsd's own code reads (found in their sources once per
 process), so a key is only called a typo when it is unknown *and* close to a known one.
@@ -21,9 +21,13 @@ from os import path as osp
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from ibsd.models.ibsd_options import (BASICSR_PATH_KEYS, BASICSR_TOP_KEYS, BASICSR_TRAIN_KEYS, IBSD_PATH_KEYS,
-                                      IBSD_TRAIN_KEYS, NEAR_MISS_CUTOFF, OptionError, as_number)
+from ibsd.errors import OptionError
+from ibsd.options.train_sections import (BASICSR_PATH_KEYS, BASICSR_TOP_KEYS, BASICSR_TRAIN_KEYS,
+                                         IBSD_PATH_KEYS, IBSD_TRAIN_KEYS)
+from ibsd.options.values import NEAR_MISS_CUTOFF, as_number
 
+READS_IBSD_SECTIONS = 'reads_ibsd_sections'
+"""Class attribute, true on a model type that trains the ``train:`` sections IBSD adds (IBSDModel and subclasses)."""
 ALLOW_UNTRAINED_KEY = 'allow_untrained'
 """``path: allow_untrained: true`` lets ``ibsd-test`` evaluate a network without ``pretrain_network_g`` on purpose."""
 PATH_KEY_FAMILIES = re.compile(r'^(pretrain_network|strict_load|param_key)_\w+$')
@@ -178,15 +182,13 @@ def check_ibsd_keys_are_read(opt: Mapping) -> None:
     """IBSD's training sections with a ``model_type`` that is not IBSD's: BasicSR's SRModel would train plain L1
     and never say that ``mi_opt`` or ``wavelet_opt`` was ignored."""
     from basicsr.utils.registry import MODEL_REGISTRY
-
-    from ibsd.models.ibsd_model import IBSDModel
     train = opt.get('train') if isinstance(opt.get('train'), Mapping) else {}
     present = [f'train:{key}' for key in sorted(IBSD_TRAIN_KEYS) if key in train]
     present += ['network_est'] if 'network_est' in opt else []
     model_type = opt.get('model_type')
     if not present or model_type not in MODEL_REGISTRY:
         return
-    if issubclass(MODEL_REGISTRY.get(model_type), IBSDModel):
+    if getattr(MODEL_REGISTRY.get(model_type), READS_IBSD_SECTIONS, False):
         return
     raise OptionError(f"{', '.join(present)}: read only by IBSDModel, and model_type {model_type} ignores "
                       f'{"them" if len(present) > 1 else "it"}: set model_type: IBSDModel, or remove '
