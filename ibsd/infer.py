@@ -16,8 +16,6 @@ the exit status is 1 if any image was not written.
 from __future__ import annotations
 
 import argparse
-import inspect
-import math
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
@@ -26,42 +24,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
-import yaml
 from tqdm import tqdm
 
-import ibsd  # noqa: F401  (registers the archs)
-from basicsr.utils.registry import ARCH_REGISTRY
-
-from ibsd.archs.checkpoint import CheckpointError, load_pretrained
-from ibsd.image_io import Picture, png_text, read_picture, to_pixels, write_png
-from ibsd.errors import IBSDError, OptionError
-from ibsd.models.tiling import tiled_forward
+from ibsd.image_io import Picture, read_picture, to_pixels, write_png
+from ibsd.errors import OptionError
+from ibsd.inference import (AUTO_TILE_PIXELS, AUTO_TILE_SIZE, COMPARE_SUFFIX, OUTPUT_MARK, InferenceError, Upscaler,
+                            list_images, load_network, network_from_command_line)
 from ibsd.progress import progress_bar
 from ibsd.threads import apply_threads, choose_threads, parse_threads
 
-IMAGE_SUFFIXES = {'.png', '.jpg', '.jpeg', '.bmp', '.tif', '.tiff', '.webp'}
-COMPARE_SUFFIX = 'compare'
-OUTPUT_MARK = ('Software', 'ibsd-infer')
-"""PNG ``tEXt`` chunk written into every output: a later run over the folder leaves them out."""
 MIN_TILE = 32
 """Smallest ``--tile``: below it the context around each tile costs many times the tile (``--tile 1`` ran
 6 CPU minutes on a 120 px image)."""
-SCALE_KEYWORDS = ('upscale', 'scale', 'upscale_factor', 'upsampling')
-"""Constructor keywords through which archs take their scale (IMDN/RFDN: ``upscale``; RRDBNet: ``scale``)."""
-AUTO_TILE_PIXELS = 512 * 512
-"""``--tile auto`` runs network inputs up to this many pixels whole (IMDN x4 on the CPU: about 1.3 GiB)."""
-AUTO_TILE_SIZE = 256
-"""Tile side for larger inputs: 2000x1500 px then peak at about 2.2 GiB instead of 15 GiB."""
-PROBE_SIZE = 48
-TRAINED_PSNR = 20.
-"""Below this PSNR against bicubic on the probe pattern a network is not a trained SR network."""
-RANGE_MISMATCH_PSNR = 30.
-RANGE_GAIN_PSNR = 10.
 
-
-class InferError(IBSDError):
-    """A problem that ends the run, reported as one line."""
+InferError = InferenceError
+"""The one-line error of this command (the library's :class:`~ibsd.inference.InferenceError`)."""
 
 
 def tile_option(value: str) -> str | int:
@@ -119,183 +96,6 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if not args.suffix or any(c in args.suffix for c in '/\\') or args.suffix == COMPARE_SUFFIX:
         parser.error(f"--suffix must be a non-empty name other than '{COMPARE_SUFFIX}', without path separators")
     return args
-
-
-@dataclass
-class NetworkSpec:
-    """Keyword arguments of the network, which of them the user gave, and the scale asked for."""
-
-    options: dict
-    explicit: set
-    scale: int | None
-
-
-def scale_keyword(arch: type) -> str | None:
-    """Name of the constructor argument that sets ``arch``'s scale; ``None`` for a fixed-scale arch."""
-    parameters = inspect.signature(arch.__init__).parameters
-    return next((name for name in SCALE_KEYWORDS if name in parameters), None)
-
-
-def arch_class(name: str) -> type:
-    if name not in ARCH_REGISTRY:
-        known = sorted(ARCH_REGISTRY.keys())
-        raise InferError(f"unknown arch '{name}'; registered archs: {', '.join(known)}")
-    return ARCH_REGISTRY.get(name)
-
-
-def network_spec(args: argparse.Namespace) -> NetworkSpec:
-    if args.opt:
-        try:
-            with open(args.opt) as handle:
-                options = yaml.safe_load(handle) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise InferError(f'cannot read --opt {args.opt}: {error}') from error
-        if not isinstance(options, dict) or not isinstance(options.get('network_g'), dict):
-            raise InferError(f'{args.opt} has no network_g')
-        network = dict(options['network_g'])
-        return NetworkSpec(network, set(network) - {'type'}, args.scale)
-    network = {'type': args.arch}
-    explicit = set()
-    for item in args.arch_opt:
-        key, sep, value = item.partition('=')
-        if not sep or not key.strip():
-            raise InferError(f"--arch-opt expects KEY=VALUE, got '{item}'")
-        network[key.strip()] = yaml.safe_load(value)
-        explicit.add(key.strip())
-    keyword = scale_keyword(arch_class(args.arch))
-    if keyword and keyword not in network:
-        network[keyword] = args.scale or 4
-    return NetworkSpec(network, explicit, args.scale)
-
-
-def build(spec: NetworkSpec) -> torch.nn.Module:
-    options = dict(spec.options)
-    name = options.pop('type', None)
-    if not name:
-        raise InferError('network_g has no type')
-    try:
-        return arch_class(name)(**options)
-    except (TypeError, ValueError) as error:
-        raise InferError(f'cannot build {name} with {options}: {error}') from error
-
-
-def probe_pattern(size: int = PROBE_SIZE) -> torch.Tensor:
-    """A smooth colour image [1, 3, size, size] with a soft edge, on which trained SR networks
-    stay within a few grey levels of bicubic upscaling."""
-    y, x = torch.meshgrid(torch.linspace(0, 1, size), torch.linspace(0, 1, size), indexing='ij')
-    disc = ((x - .5)**2 + (y - .5)**2 < .08).float()
-    image = torch.stack([.5 + .3 * torch.sin(6 * x + 2 * y), (.3 + .5 * y) * (1 - .3 * disc) + .3 * disc,
-                         .2 + .4 * x * (1 - y)]).clamp(.05, .95)
-    return F.avg_pool2d(F.pad(image[None], (1, 1, 1, 1), mode='replicate'), 3, 1)
-
-
-def bicubic(image: torch.Tensor, scale: float) -> torch.Tensor:
-    if scale == 1:
-        return image
-    return F.interpolate(image, scale_factor=scale, mode='bicubic', align_corners=False).clamp(0, 1)
-
-
-@torch.no_grad()
-def probe(net: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> tuple[int, float]:
-    """The network's own scale, and the PSNR (dB) of its output against bicubic on the probe pattern."""
-    pattern = probe_pattern().to(device=device, dtype=dtype)
-    try:
-        out = net(pattern)
-    except (RuntimeError, ValueError) as error:
-        reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        name = net.__class__.__name__
-        raise InferError(f'{name} fails on a {PROBE_SIZE}x{PROBE_SIZE} test image: {reason}') from error
-    if not isinstance(out, torch.Tensor) or out.ndim != 4 or out.shape[1] != 3:
-        raise InferError(f'{net.__class__.__name__} does not map an RGB image to an RGB image')
-    scale = out.shape[2] // PROBE_SIZE
-    if scale < 1 or out.shape[2] != scale * PROBE_SIZE or out.shape[3] != scale * PROBE_SIZE:
-        raise InferError(f'{net.__class__.__name__} maps {PROBE_SIZE}x{PROBE_SIZE} pixels to '
-                         f'{out.shape[3]}x{out.shape[2]}: not an integer scale')
-    error = (out.float().clamp(0, 1) - bicubic(pattern.float(), scale)).pow(2).mean().item()
-    return scale, 10 * math.log10(1 / max(error, 1e-12))
-
-
-def fit_pixel_range(net: torch.nn.Module, explicit: bool, device: torch.device, dtype: torch.dtype,
-                    source: str) -> list[str]:
-    """Check that ``net.img_range`` (1 or 255) suits the loaded weights; returns log lines.
-
-    Weights trained on 0-255 pixel values (the official ``RFDN_AIM.pth``) run on 0-1 inputs give
-    worse images (Set5 baby x4: 26.9 instead of 32.3 dB), and no error. Both ranges are tried on
-    the probe pattern: if the other one is much closer to bicubic, it is used, unless the user
-    set ``img_range``, in which case only a warning is given.
-    """
-    current = getattr(net, 'img_range', None)
-    if current not in (1, 255):
-        return []
-    _, psnr = probe(net, device, dtype)
-    if psnr >= RANGE_MISMATCH_PSNR:
-        return []
-    other = 255. if current == 1 else 1.
-    net.img_range = other
-    _, other_psnr = probe(net, device, dtype)
-    if other_psnr < psnr + RANGE_GAIN_PSNR:
-        net.img_range = current
-        return []
-    pixels = '0-255' if other == 255 else '0-1'
-    if explicit:
-        net.img_range = current
-        return [f'warning: {source} looks trained on pixel values {pixels}: with img_range={current:g} the output '
-                f'is {psnr:.1f} dB from bicubic on a test pattern, with img_range={other:g} {other_psnr:.1f} dB; '
-                f'keeping img_range={current:g} as given']
-    return [f'{source} expects pixel values {pixels}: using img_range={other:g} (output {other_psnr:.1f} dB from '
-            f'bicubic on a test pattern, {psnr:.1f} dB with img_range={current:g}); '
-            f'--arch-opt img_range={current:g} overrides']
-
-
-class Upscaler:
-    """Runs the network on one image: optional bicubic pre-upscale, whole or tiled."""
-
-    def __init__(self, net: torch.nn.Module, device: torch.device, dtype: torch.dtype, pre_scale: int,
-                 tile: str | int, tile_pad: int):
-        self.net, self.device, self.dtype = net, device, dtype
-        self.pre_scale, self.tile, self.tile_pad = pre_scale, tile, tile_pad
-
-    def tile_for(self, height: int, width: int) -> int:
-        """Tile size for an LR image of this size (0: whole image)."""
-        if self.tile != 'auto':
-            return int(self.tile)
-        pixels = height * width * self.pre_scale ** 2
-        return AUTO_TILE_SIZE if pixels > AUTO_TILE_PIXELS else 0
-
-    @torch.no_grad()
-    def __call__(self, rgb: np.ndarray) -> np.ndarray:
-        """float32 RGB ``[H, W, 3]`` in [0, 1] to the upscaled image, in [0, 1]."""
-        tensor = torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
-        tensor = bicubic(tensor.to(device=self.device, dtype=torch.float32), self.pre_scale).to(self.dtype)
-        tile = self.tile_for(*rgb.shape[:2])
-        out = tiled_forward(self.net, tensor, tile, self.tile_pad) if tile else self.net(tensor)
-        return out.float().clamp(0, 1)[0].permute(1, 2, 0).cpu().numpy()
-
-    def alpha(self, alpha: np.ndarray, size: tuple[int, int], mode: str) -> np.ndarray:
-        """Upscale an alpha channel to ``size`` (height, width): with the network on grey, or bicubic."""
-        if alpha.min() == alpha.max():
-            return np.full(size, alpha.flat[0], np.float32)
-        if mode == 'model':
-            return self(np.repeat(alpha[:, :, None], 3, axis=2)).mean(axis=2)
-        return np.clip(cv2.resize(alpha, (size[1], size[0]), interpolation=cv2.INTER_CUBIC), 0, 1)
-
-
-def own_output(path: Path, suffix: str) -> bool:
-    """Whether ``path`` is an output of this command: named like one (``*_<suffix>.png``, ``*_compare.png``)
-    or carrying the mark it writes into every PNG (so outputs of a run with another ``--suffix`` count too)."""
-    if path.name.endswith((f'_{suffix}.png', f'_{COMPARE_SUFFIX}.png')):
-        return True
-    return path.suffix.lower() == '.png' and png_text(path, OUTPUT_MARK[0]) == OUTPUT_MARK[1]
-
-
-def list_images(path: Path, suffix: str = 'sr') -> tuple[list[Path], list[Path]]:
-    """Images to upscale, and the files left out as outputs of an earlier run (folders only)."""
-    if path.is_file():
-        return [path], []
-    if path.is_dir():
-        found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        return [p for p in found if not own_output(p, suffix)], [p for p in found if own_output(p, suffix)]
-    raise InferError(f'input {path} does not exist')
 
 
 @dataclass
@@ -361,7 +161,7 @@ def process(job: Job, upscaler: Upscaler, alpha_mode: str, log) -> None:
     height, width = (side * upscaler.pre_scale for side in picture.rgb.shape[:2])
     tile = upscaler.tile_for(*picture.rgb.shape[:2])
     if tile and upscaler.tile == 'auto':
-        log(f'{job.source.name}: network input {width}x{height} is above {AUTO_TILE_PIXELS} pixels, running tiles '
+        log(f'{job.source.name}: network input {width}x{height} is above {upscaler.auto_pixels} pixels, running tiles '
             f'of {tile} px with {upscaler.tile_pad} px context (--tile 0: whole image)')
     rgb, alpha = upscale_picture(upscaler, picture, alpha_mode)
     write_png(job.target, to_pixels(rgb, alpha, picture.peak), dict([OUTPUT_MARK]))
@@ -385,28 +185,9 @@ def select_device(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
 
 def prepare(args: argparse.Namespace, device: torch.device, dtype: torch.dtype, log) -> Upscaler:
     """Build and load the network, check its pixel range and scale, and decide the pre-upscale."""
-    spec = network_spec(args)
-    net = build(spec)
-    try:
-        load_pretrained(net, args.model_path, param_key=args.param_key)
-    except (CheckpointError, OSError) as error:
-        raise InferError(str(error)) from error
-    net = net.to(device=device, dtype=dtype).eval()
-    name = Path(args.model_path).name
-    for line in fit_pixel_range(net, 'img_range' in spec.explicit, device, dtype, name):
-        log(line)
-    native, psnr = probe(net, device, dtype)
-    if psnr < TRAINED_PSNR:
-        log(f'warning: on a test pattern the output of {name} is {psnr:.1f} dB from bicubic upscaling (a trained '
-            f'network: over {TRAINED_PSNR:.0f} dB); check the network options and the checkpoint')
-    pre_scale = 1
-    if spec.scale is not None and spec.scale != native:
-        if native != 1:
-            raise InferError(f'{net.__class__.__name__} as configured upscales x{native}, not x{spec.scale}: set its '
-                             f'scale in --arch-opt or --opt, or drop --scale')
-        pre_scale = spec.scale
-        log(f'{net.__class__.__name__} keeps the input size: inputs get a bicubic x{pre_scale} upscale first')
-    return Upscaler(net, device, dtype, pre_scale, args.tile, args.tile_pad)
+    spec = network_from_command_line(args.opt, args.arch, args.arch_opt, args.scale)
+    loaded = load_network(spec, args.model_path, param_key=args.param_key, device=device, dtype=dtype, log=log)
+    return Upscaler.of(loaded, args.tile, args.tile_pad)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,7 +16,7 @@ CHILD = '''
 import json, resource, sys, time, torch
 import ibsd
 from ibsd.archs.imdn_arch import IMDN
-from ibsd.models.tiling import tiled_forward
+from ibsd.inference import tiled_forward
 width, height, tile = map(int, sys.argv[1:4])
 torch.manual_seed(0)
 net = IMDN(upscale=4).eval()

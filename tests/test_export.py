@@ -23,6 +23,7 @@ import onnxruntime  # noqa: E402
 from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 from ibsd import export  # noqa: E402
 from ibsd.archs.checkpoint import load_pretrained  # noqa: E402
+from ibsd.inference import bicubic  # noqa: E402
 from tests.conftest import shared_path  # noqa: E402
 
 EXPORT = Path(sysconfig.get_path('scripts')) / 'ibsd-export'
@@ -168,11 +169,11 @@ def test_torchscript_based_exporter_and_fallback(tmp_path, monkeypatch):
 
     def broken(*args, **kwargs):
         raise RuntimeError('no dynamo today\nsecond line')
-    monkeypatch.setattr(export, 'export_dynamo', broken)
+    monkeypatch.setattr('ibsd.export.onnx.export_dynamo', broken)
     done = export.export_onnx(net, export.example_input(), tmp_path / 'auto.onnx')
     assert done.exporter == 'torchscript'
     assert any('dynamo exporter: no dynamo today' in note for note in done.notes)
-    monkeypatch.setattr(export, 'export_torchscript_onnx', broken)
+    monkeypatch.setattr('ibsd.export.onnx.export_torchscript_onnx', broken)
     with pytest.raises(export.ExportError, match='cannot export IMDN_AS to ONNX'):
         export.export_onnx(net, export.example_input(), tmp_path / 'none.onnx')
 
@@ -186,7 +187,7 @@ def test_same_size_network_with_a_scale_exports_the_bicubic_upscale(tmp_path, ca
     assert 'IMDN_AS x2' in out
     x = random_input(1, 21, 26)
     with torch.no_grad():
-        expected = net(export.bicubic(x, 2)).numpy()
+        expected = net(bicubic(x, 2)).numpy()
     got = ort_run(tmp_path / 'as.onnx', x)
     assert got.shape == (1, 3, 42, 52) and np.abs(got - expected).max() < 1e-4
 
@@ -235,7 +236,7 @@ def test_broken_comparison_fails(tmp_path):
 def test_failed_verification_writes_nothing(tmp_path, capsys, monkeypatch):
     checkpoint = save_basicsr(tiny('IMDN'), tmp_path / 'net.pth')
     runner = export.onnx_runner
-    monkeypatch.setattr(export, 'onnx_runner', lambda path: (lambda x: runner(path)(x) + 1e-3))
+    monkeypatch.setattr('ibsd.export.cli.onnx_runner', lambda path: (lambda x: runner(path)(x) + 1e-3))
     out_dir = tmp_path / 'out'
     status, out, err = export_here(capsys, *arch_args('IMDN'), '--model-path', checkpoint, '-o', out_dir / 'a.onnx')
     assert status == 1

@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from ibsd import infer
+from ibsd.inference import upscaler as upscaling
 from ibsd.archs.imdn_arch import IMDN, IMDN_AS
 from ibsd.archs.rfdn_arch import RFDN
 from tests.conftest import shared_path
@@ -293,9 +294,9 @@ def test_large_inputs_are_tiled_by_default(tmp_path, capsys, monkeypatch):
         calls.append(tile_size)
         return net(lq)
 
-    monkeypatch.setattr(infer, 'tiled_forward', spy)
-    monkeypatch.setattr(infer, 'AUTO_TILE_PIXELS', 30 * 30)
-    monkeypatch.setattr(infer, 'AUTO_TILE_SIZE', 24)
+    monkeypatch.setattr(upscaling, 'tiled_forward', spy)
+    monkeypatch.setattr(upscaling, 'AUTO_TILE_PIXELS', 30 * 30)
+    monkeypatch.setattr(upscaling, 'AUTO_TILE_SIZE', 24)
     model = nearest_rfdn(tmp_path / 'nearest.pth')
     small, large = tmp_path / 'small.png', tmp_path / 'large.png'
     cv2.imwrite(str(small), np.zeros((20, 20, 3), np.uint8))
@@ -365,3 +366,21 @@ def test_exif_orientation_is_applied(tmp_path, capsys, suffix):
     np.testing.assert_array_equal(out, nearest(displayed))
     if suffix == '.png':
         np.testing.assert_array_equal(out[:, :, ::-1], nearest(np.rot90(stored, k=-1)))
+
+
+@pytest.mark.filterwarnings('ignore:torch.meshgrid:UserWarning')  # basicsr's SwinIR
+def test_swinir_inputs_are_padded_to_its_window(tmp_path, capsys):
+    """BasicSR's SwinIR takes only sides that are multiples of its window: a 13x10 photo is padded to 16x12."""
+    from basicsr.archs.swinir_arch import SwinIR
+    options = {'upscale': 2, 'img_size': 8, 'window_size': 4, 'embed_dim': 12, 'depths': [1], 'num_heads': [1],
+               'mlp_ratio': 1, 'upsampler': 'pixelshuffledirect'}
+    torch.manual_seed(0)
+    path = tmp_path / 'swinir.pth'
+    torch.save(SwinIR(**options).state_dict(), path)
+    image = tmp_path / 'a.png'
+    cv2.imwrite(str(image), np.random.default_rng(5).integers(0, 256, (10, 13, 3), dtype=np.uint8))
+    args = ['-i', image, '--model-path', path, '--arch', 'SwinIR', '--device', 'cpu', '--tile', '0']
+    args += [f'--arch-opt={key}={value}' for key, value in options.items()]
+    status, stdout, stderr = infer_here(capsys, *args)
+    assert status == 0 and '1 of 1 images written' in stdout, stderr
+    assert cv2.imread(str(tmp_path / 'a_sr.png')).shape == (20, 26, 3)

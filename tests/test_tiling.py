@@ -1,4 +1,4 @@
-"""Tiled inference equals whole-image inference for local networks; TiledSRModel uses it."""
+"""Tiled inference equals whole-image inference for local networks; TiledSRModel uses it, padded to the size rule."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ from basicsr.archs.srresnet_arch import MSRResNet
 from basicsr.models import build_model
 
 from ibsd.archs.imdn_arch import IMDN, IMDN_AS
-from ibsd.models.tiling import tiled_forward
+from ibsd.inference import tiled_forward
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +102,7 @@ def test_tiled_sr_model_tables_record_whole_images_or_the_tile_size(tmp_path, lo
 def test_swinir_is_evaluated_on_inputs_padded_to_its_window():
     from basicsr.archs.swinir_arch import SwinIR
 
-    from ibsd.models.tiled_sr_model import padded_to_multiple, window_multiple
+    from ibsd.inference import padded_to_multiple, size_multiple
 
     def strict_net(x):
         assert x.shape[2] % 8 == 0 and x.shape[3] % 8 == 0, tuple(x.shape)
@@ -114,6 +114,7 @@ def test_swinir_is_evaluated_on_inputs_padded_to_its_window():
     assert padded_to_multiple(strict_net, 8)(torch.rand(1, 3, 5, 3)).shape[2:] == (10, 6)  # too small to reflect
     swinir = SwinIR(upscale=2, img_size=16, window_size=4, embed_dim=12, depths=[1], num_heads=[2],
                     mlp_ratio=1, upsampler='pixelshuffledirect')
-    assert window_multiple(swinir) == 4 and window_multiple(torch.nn.Conv2d(3, 3, 1)) is None
+    assert size_multiple(swinir) == 4 and size_multiple(torch.nn.Conv2d(3, 3, 1)) == 1
+    assert size_multiple(IMDN(num_feat=8, num_block=1)) == 1  # pads inside its forward
     with torch.no_grad():
         assert padded_to_multiple(swinir, 4)(torch.rand(1, 3, 13, 10)).shape[2:] == (26, 20)
