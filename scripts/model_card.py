@@ -13,7 +13,7 @@ stores (``ibsd.export``, unoptimised so that every weight keeps its name).
 SwinIR has no padding of its own: its input is reflect-padded to a multiple of its window (8).
 
     python scripts/model_card.py                      # print the table (a few minutes on 2 cores)
-    python scripts/model_card.py --write              # also docs/model_card.md and README's marked block
+    python scripts/model_card.py --write              # also docs/model_card.md and docs/networks.md's marked block
     python scripts/model_card.py --runs 2 --train-repeats 1 --students IMDN RFDN
 
 On cores that other processes keep busy, give ``--threads`` the number of free cores: with more
@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
@@ -45,8 +44,12 @@ import ibsd  # noqa: F401  (registers the archs, losses and models)
 from basicsr.models import build_model
 from basicsr.utils.registry import ARCH_REGISTRY
 
+from ibsd.inference import build_network, network_spec, padded_to_multiple, round_up, size_multiple
+
 REPO = Path(__file__).resolve().parents[1]
 START, END = '<!-- model-card:start -->', '<!-- model-card:end -->'
+DOC = REPO / 'docs' / 'networks.md'
+"""The page whose block between :data:`START` and :data:`END` ``--write`` replaces with the table."""
 LR_SIZE = (180, 320)
 """Height and width of the LR input: 1280x720 output at x4, the usual setting of lightweight SR papers."""
 ITER = 1000
@@ -69,8 +72,6 @@ class StudentSpec:
     network: dict
     note: str = ''
     scale: int = 4
-    pad_to: int = 1
-    """Reflect-pad inputs to a multiple of this (window archs without their own padding)."""
     nodes: list[str] | None = None
     """IBSD nodes for an arch that declares none (``train: ibsd: nodes``)."""
     ibsd: bool = True
@@ -103,27 +104,13 @@ def paper_students() -> list[StudentSpec]:
             'type': 'SwinIR', 'upscale': 4, 'in_chans': 3, 'img_size': 64, 'window_size': 8, 'img_range': 1.,
             'depths': [6, 6, 6, 6], 'embed_dim': 60, 'num_heads': [6, 6, 6, 6], 'mlp_ratio': 2,
             'upsampler': 'pixelshuffledirect', 'resi_connection': '1conv'}, "BasicSR's SwinIR, lightweight",
-            pad_to=8, nodes=swinir_nodes, ibsd=swinir_nodes is not None),
+            nodes=swinir_nodes, ibsd=swinir_nodes is not None),
     ]
 
 
-def build_network(spec: StudentSpec) -> nn.Module:
-    options = dict(spec.network)
-    return ARCH_REGISTRY.get(options.pop('type'))(**options).eval()
-
-
-class Padded(nn.Module):
-    """Reflect-pads the input to a multiple of ``multiple`` and crops the output back."""
-
-    def __init__(self, net: nn.Module, multiple: int):
-        super().__init__()
-        self.net, self.multiple = net, multiple
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[2:]
-        out = self.net(F.pad(x, (0, -width % self.multiple, 0, -height % self.multiple), mode='reflect'))
-        scale = out.shape[2] // (height + -height % self.multiple)
-        return out[..., :height * scale, :width * scale]
+def student_network(spec: StudentSpec) -> nn.Module:
+    """The student of ``spec`` in eval mode, freshly initialised."""
+    return build_network(network_spec(spec.network)).eval()
 
 
 @dataclass
@@ -243,23 +230,24 @@ def export_check(net: nn.Module, row: Row, multiple: int = 1) -> None:
 
 
 def measure(spec: StudentSpec, settings: Settings, log: Callable[[str], None] = lambda message: None) -> Row:
-    """One row of the card."""
-    net = build_network(spec)
-    runnable = Padded(net, spec.pad_to) if spec.pad_to > 1 else net
+    """One row of the card (inputs padded to the student's size multiple, as every evaluation pads them)."""
+    net = student_network(spec)
+    multiple = size_multiple(net)
+    runnable = padded_to_multiple(net, multiple)
     x = torch.rand(1, 3, *settings.lr_size, generator=torch.Generator().manual_seed(0))
     log(f'{spec.label}: MACs and latency')
     macs = count_macs(runnable, x)
     row = Row(spec.label, spec.note, sum(p.numel() for p in net.parameters()), macs,
               latency(runnable, x, settings.runs, settings.latency_budget))
-    if spec.pad_to > 1:
+    if multiple > 1:
         height, width = settings.lr_size
-        row.remarks.append(f'input padded to {width + -width % spec.pad_to}x{height + -height % spec.pad_to}')
+        row.remarks.append(f'input padded to {round_up(width, multiple)}x{round_up(height, multiple)}')
     if spec.ibsd:
         log(f'{spec.label}: IBSD training step')
         training_extras(spec, settings, row, net)
         if settings.export_check:
             log(f'{spec.label}: ONNX export')
-            export_check(net, row, spec.pad_to)
+            export_check(net, row, multiple)
     return row
 
 
@@ -345,8 +333,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument('--no-export-check', action='store_true', help='skip the ONNX export check')
     parser.add_argument('--write', action='store_true',
                         help=f'also write docs/model_card.md and replace the block between {START} and {END} in '
-                        'the README, if it has one')
-    parser.add_argument('--readme', default=str(REPO / 'README.md'), help='README to update with --write')
+                        'the --doc page, if it has one')
+    parser.add_argument('--doc', '--readme', dest='doc', default=str(DOC),
+                        help=f'page whose model-card block --write replaces (default: {DOC.relative_to(REPO)}; '
+                        '--readme: the former name)')
     args = parser.parse_args(argv)
     for name in ('runs', 'train_repeats', 'train_batch', 'train_patch'):
         if getattr(args, name) < 1:
@@ -388,12 +378,12 @@ def main(argv: list[str] | None = None) -> int:
         target.parent.mkdir(exist_ok=True)
         target.write_text('# Model card\n\n' + card)
         log(f'wrote {target}')
-        readme = Path(args.readme)
+        doc = Path(args.doc)
         try:
-            readme.write_text(replace_block(readme.read_text(), card))
-            log(f'updated the model card block in {readme}')
+            doc.write_text(replace_block(doc.read_text(), card))
+            log(f'updated the model card block in {doc}')
         except (OSError, ValueError) as error:
-            log(f'{readme} left as it is: {error}')
+            log(f'{doc} left as it is: {error}')
     return 0
 
 

@@ -25,20 +25,14 @@ def find_image(folder: str, stem: str) -> Path | None:
 
 
 def upscale(options_path: Path, weights: Path, lr_bgr: np.ndarray, key: str) -> np.ndarray:
-    """The student of a run (built from its options, the evaluated weights ``key``) on one image."""
-    import torch
-    from basicsr.archs import build_network
-
-    from ibsd.archs.checkpoint import load_into, load_state_dict_file
+    """The student of a run (built from its options, the evaluated weights ``key``) on one image, padded
+    to the arch's size multiple as its evaluation pads it (:mod:`ibsd.inference`); the run's options
+    are known to be right, so its pixel range is not second-guessed."""
+    from ibsd.inference import Upscaler, load_network, network_spec
     options = yaml.safe_load(options_path.read_text())
-    net = build_network(dict(options['network_g']))
-    state, _ = load_state_dict_file(str(weights), key)
-    load_into(net, state, strict=True, source=str(weights))
-    net.eval()
-    rgb = torch.from_numpy(np.ascontiguousarray(lr_bgr[..., ::-1].transpose(2, 0, 1))).float()[None] / 255.0
-    with torch.no_grad():
-        out = net(rgb).clamp(0, 1)[0].numpy().transpose(1, 2, 0)[..., ::-1]
-    return np.round(out * 255).astype(np.uint8)
+    loaded = load_network(network_spec(options['network_g']), weights, param_key=key, detect_pixel_range=False)
+    out = Upscaler.of(loaded)(np.ascontiguousarray(lr_bgr[..., ::-1]).astype(np.float32) / 255.0)
+    return np.round(out[..., ::-1] * 255).astype(np.uint8)
 
 
 def most_different_window(a: np.ndarray, b: np.ndarray, size: int) -> tuple[int, int]:
