@@ -19,6 +19,9 @@ SwinIR has no padding of its own: its input is reflect-padded to a multiple of i
 On cores that other processes keep busy, give ``--threads`` the number of free cores: with more
 threads than that, PyTorch's CPU kernels wait on each other (IMDN's training step at batch 4,
 patch 32 took 6.2 s with 2 threads and 0.13 s with 1 on two shared cores).
+
+One script, longer than most files, because the card is one table: each column's measurement sits
+beside the code that writes it.
 """
 from __future__ import annotations
 

@@ -9,7 +9,7 @@ import yaml
 from basicsr.archs import build_network
 
 from ibsd.models.feature_nodes import NodeRecorder
-from ibsd.models.ibsd_options import OptionError
+from ibsd.errors import OptionError
 from tests.conftest import REPO
 from tests.test_entry_points import SCRIPTS, make_pairs, run, train_options, write_yaml
 

@@ -15,6 +15,8 @@ the IBSD authors' code), so CDC's checkpoints (``ckpt['state_dict']``) load with
 ``forward`` returns only the merged image; the component images, which CDC's loss supervises,
 are the outputs of the modules named by :meth:`HGSR_MHR.cdc_component_nodes` and are read with
 forward hooks during training (``ibsd.models.component_outputs``).
+
+One file, slightly longer than most, because it is one network kept in the order of CDC's code.
 """
 from __future__ import annotations
 

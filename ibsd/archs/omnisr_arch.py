@@ -16,6 +16,9 @@ Constructor options and parameter names are those of the official code, so its r
 checkpoints (plain state dicts) load with ``strict=True``. The input is zero-padded at the bottom
 and right to a multiple of ``window_size`` and the output cropped back, with sizes computed from
 the tensor's shape, so the forward traces (TorchScript, ONNX) with dynamic height and width.
+
+One file, longer than most, because it is one network: its blocks are kept together in the order of
+the official code, so that the two can be read side by side.
 """
 from __future__ import annotations
 

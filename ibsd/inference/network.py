@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import torch
 import yaml
 
-import ibsd  # noqa: F401  (registers the archs)
+import ibsd.archs  # noqa: F401  (registers the archs in ARCH_REGISTRY)
 from basicsr.utils.registry import ARCH_REGISTRY
 
 from ibsd.inference.errors import InferenceError

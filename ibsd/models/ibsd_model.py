@@ -10,12 +10,15 @@ their Laplace NLL (``est_opt``), then updates the student with the estimators fr
 student is ever saved as ``net_g_*.pth``; estimators, the snapshot teacher, the sampled-CLUB
 random stream and the global random states live in the training state, so a resumed run
 continues as the uninterrupted one would.
+
+The class holds the hooks BasicSR calls (set-up, ``optimize_parameters``, logging), which is why
+this file is longer than most; the gradient budget (:mod:`ibsd.models.gradient_budget`) and the
+training state (:mod:`ibsd.models.ibsd_state`) are mixins of their own.
 """
 from __future__ import annotations
 
 import contextlib
 import inspect
-import math
 from collections import OrderedDict
 from copy import deepcopy
 from typing import Iterator, Mapping
@@ -32,14 +35,14 @@ from ibsd.errors import OptionError
 from ibsd.models.component_outputs import ComponentOutputs
 from ibsd.models.divergence_guard import DivergenceGuard
 from ibsd.models.feature_nodes import NodeRecorder, default_nodes
+from ibsd.models.gradient_budget import GradientBudgetMixin
 from ibsd.models.gradient_share import GradientShare
+from ibsd.models.ibsd_state import IBSDStateMixin
 from ibsd.models.position_sampling import PositionSampler, select_positions, stream_seed
 from ibsd.models.soft_target import ProgressiveSoftTarget
 from ibsd.models.tiled_sr_model import TiledSRModel
 from ibsd.options.schema import DERIVED, IBSD_LOOP, SOFT_TARGET
 from ibsd.options.train_sections import check_ibsd_options, describe_terms, gradient_share_options, ramp_iters
-from ibsd.training.checkpoints import write_training_state
-from ibsd.training.random_streams import gather_random_states, pick_random_states, set_random_states
 
 SCHEDULERS = {'MultiStepLR': lr_scheduler.MultiStepRestartLR, 'MultiStepRestartLR': lr_scheduler.MultiStepRestartLR,
               'CosineAnnealingRestartLR': lr_scheduler.CosineAnnealingRestartLR}
@@ -97,7 +100,7 @@ def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
 
 
 @MODEL_REGISTRY.register()
-class IBSDModel(TiledSRModel):
+class IBSDModel(IBSDStateMixin, GradientBudgetMixin, TiledSRModel):
     """SRModel + IBSD (see the module docstring and docs/training.md for every YAML key); tiling as TiledSRModel."""
 
     reads_ibsd_sections = True  # ibsd.options.run_file.READS_IBSD_SECTIONS: a model type that trains mi_opt...
@@ -368,68 +371,6 @@ class IBSDModel(TiledSRModel):
         self.reduce_loss_dict(loss_dict)
         self.guard.end_iteration(current_iter)
 
-    def _gradient_norms(self, terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """||d term / d theta|| over the student's parameters theta for each term that has a gradient.
-
-        One backward pass per term; ``.grad`` is left untouched (the graph is kept for the step).
-        """
-        parameters = [p for p in self.get_bare_model(self.net_g).parameters() if p.requires_grad]
-        norms = {}
-        for name, value in terms.items():
-            if not (torch.is_tensor(value) and value.requires_grad):
-                continue
-            grads = [g for g in torch.autograd.grad(value, parameters, retain_graph=True, allow_unused=True)
-                     if g is not None]
-            if grads:  # a term that reaches no parameter has no norm to report
-                norms[name] = torch.linalg.vector_norm(
-                    torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
-        return norms
-
-    def _apply_gradient_shares(self, loss_dict: dict, current_iter: int) -> dict[str, torch.Tensor]:
-        """Weight the terms given as gradient shares (in place; their weights logged as w_mi, w_wav).
-
-        On measurement iterations the unit-weight terms' gradient norms and the pixel term's are
-        taken (averaged over DDP ranks: every rank keeps the same weights) and folded in. Returns
-        this rank's norms of the pixel term and of the weighted terms measured (w ||grad L_raw||), so
-        that ``log_grad_ratios`` need not take them again.
-        """
-        due = [name for name, share in self.gradient_shares.items()
-               if name in loss_dict and share.due(current_iter, self.print_freq)]
-        norms = {}
-        if due:
-            norms = self._gradient_norms({'l_pix': loss_dict['l_pix'], **{name: loss_dict[name] for name in due}})
-            nan = torch.full((), math.nan, device=self.device)
-            values = torch.stack([norms.get(name, nan).to(self.device) for name in ['l_pix', *due]])
-            if self.opt.get('dist') and dist.is_available() and dist.is_initialized():
-                dist.all_reduce(values)
-                values /= dist.get_world_size()
-            pixel, *measured = values.tolist()
-            for name, norm in zip(due, measured):
-                self.gradient_shares[name].update(pixel, norm)
-        for name, share in self.gradient_shares.items():
-            if name in loss_dict:
-                loss_dict[name] = loss_dict[name] * share.current
-                loss_dict[f'w_{name[2:]}'] = share.current
-                if name in norms:
-                    norms[name] = norms[name] * share.current
-        return norms
-
-    def _gradient_ratios(self, terms: Mapping[str, torch.Tensor], known: Mapping[str, torch.Tensor] | None = None
-                         ) -> dict[str, torch.Tensor]:
-        """``train: ibsd: log_grad_ratios``: g_<term> = ||d term / d theta|| / ||d l_pix / d theta|| over the
-        student's parameters theta, for each auxiliary term (g_mi, g_wav, g_percep, g_style); ``known``: norms
-        already taken this iteration (by the gradient shares).
-
-        On log iterations only; the step is the one it would be without the diagnostic.
-        """
-        known = dict(known or {})
-        taken = self._gradient_norms({n: v for n, v in terms.items() if n not in known})
-        norms = {n: known[n] if n in known else taken[n] for n in terms if n in known or n in taken}
-        pixel = norms.pop('l_pix', None)
-        if pixel is None:
-            return {}
-        return {f'g_{name[2:]}': norm / pixel for name, norm in norms.items()}
-
     # ----------------------------------------------------------------------------- logging
     def reduce_loss_dict(self, loss_dict):
         """BasicSR's reduction (mean over ranks) without a host synchronisation per term.
@@ -459,58 +400,3 @@ class IBSDModel(TiledSRModel):
         log = OrderedDict(zip(self._log_names, self._log_values.tolist()))
         self._warn_once_if_exploited(log)
         return log
-
-    # ----------------------------------------------------------------------------- state
-    def training_extras(self) -> dict:
-        extras = {}
-        if self.net_est is not None:
-            extras['net_est'] = self.get_bare_model(self.net_est).state_dict()
-            extras['mi_generator'] = self.cri_mi.generator.get_state()
-        if self.soft_target is not None:
-            extras['soft_target'] = self.soft_target.state_dict()
-        if self.gradient_shares:
-            extras['gradient_shares'] = {name: share.state_dict() for name, share in self.gradient_shares.items()}
-        return extras
-
-    def save_training_state(self, epoch, current_iter):
-        """BasicSR's training state plus IBSD's extras (``'ibsd'``), written by rank 0.
-
-        Every rank calls this (as BasicSR's loop does): the random states of all ranks are
-        gathered, so that each rank resumes its own streams. A state saved on the last iteration
-        of an epoch records the next epoch, so that resuming starts there instead of replaying the
-        finished epoch (BasicSR restarts the saved epoch).
-        """
-        if current_iter == -1:
-            return
-        own = {'positions': self.position_sampler.state_dict()} if self._samples_positions else None
-        random_streams = gather_random_states(self.opt, own)  # a collective: every rank takes part
-        if self.opt.get('rank', 0) != 0:
-            return
-        extras = {**self.training_extras(), 'random': random_streams}
-        write_training_state(self, epoch, current_iter, {'ibsd': extras})  # atomic; a failed write raises
-
-    def resume_training(self, resume_state):
-        super().resume_training(resume_state)
-        extras = resume_state.get('ibsd') or {}
-        if self.net_est is not None and 'net_est' in extras:
-            self.get_bare_model(self.net_est).load_state_dict(extras['net_est'])
-            self.cri_mi.generator.set_state(extras['mi_generator'].cpu())  # states load onto the GPU when there is one
-        if self.soft_target is not None and 'soft_target' in extras:
-            self.soft_target.load_state_dict(extras['soft_target'])
-        for name, state in (extras.get('gradient_shares') or {}).items():
-            if name in self.gradient_shares:
-                self.gradient_shares[name].load_state_dict(state)
-        states = pick_random_states(extras['random'], self.opt.get('rank', 0)) if 'random' in extras else None
-        if states is not None:
-            set_random_states(states)
-            if self._samples_positions and 'positions' in states:
-                saved = states['positions']
-                if float(saved.get('fraction', self.position_sampler.fraction)) != self.position_sampler.fraction:
-                    get_root_logger().info(f"train:ibsd:positions is {self.position_sampler.fraction:g}; the resumed "
-                                           f"state was trained with {saved['fraction']:g}")
-                self.position_sampler.load_state_dict(saved)
-
-    @property
-    def _samples_positions(self) -> bool:
-        sampler = getattr(self, 'position_sampler', None)
-        return sampler is not None and not sampler.exact

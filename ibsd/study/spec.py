@@ -8,7 +8,7 @@ Example (``options/study/*.yml`` hold complete ones)::
       train:total_iter: 1000
       path:pretrain_network_g: ../shared/data/weights/IMDN_x2.pth
     variants:
-      L1: {plain: true}                                  # plain SRModel: every IBSD key removed
+      L1: {plain: true}                                  # plain TiledSRModel: every IBSD key removed
       IBSD: {}
       MI: {remove: [train:wavelet_opt], seeds: [0]}
       lambda_MI=1e-2: {set: {train:mi_opt:loss_weight: 1.0e-2}}
@@ -23,6 +23,10 @@ Example (``options/study/*.yml`` hold complete ones)::
 
 Relative data and weight paths (``dataroot_*``, ``meta_info_file``, ``pretrain_network_*``) are
 taken from the directory ``ibsd-study`` runs in, as ``ibsd-train`` would.
+
+This module is longer than most because a study file is one format: its keys, their checks and the
+BasicSR options each run and evaluation gets from them are read together (running the runs is
+:mod:`ibsd.study.runner`'s, reading their results :mod:`ibsd.study.results`').
 """
 from __future__ import annotations
 
