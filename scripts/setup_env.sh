@@ -5,13 +5,26 @@
 #   bash scripts/setup_env.sh --test   # also pytest and the basicsr 1.4.2 source archive the tests unpack
 #
 # Environment: IBSD_VENV (default .venv), PYTHON (default python3),
-#              TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", the tested pair).
+#              TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", the tested pair),
+#              TORCH_INDEX (default auto): where PyTorch comes from. auto: PyTorch's CPU-only index on Linux
+#              without an NVIDIA driver (about 1 GB instead of 6 GB: PyPI's Linux torch is the CUDA build),
+#              PyPI everywhere else; pypi: PyPI; or the URL of any index (e.g. a CUDA one of PyTorch's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 venv=${IBSD_VENV:-.venv}
 python=${PYTHON:-python3}
 torch_spec=${TORCH_SPEC:-"torch==2.14.1 torchvision==0.29.1"}
+cpu_index=https://download.pytorch.org/whl/cpu
+torch_index=${TORCH_INDEX:-auto}
+if [ "$torch_index" = auto ]; then
+  torch_index=pypi
+  if [ "$(uname -s)" = Linux ] && [ ! -e /proc/driver/nvidia/version ] && ! command -v nvidia-smi >/dev/null 2>&1; then
+    torch_index=$cpu_index  # no NVIDIA driver: the CUDA libraries would never be loaded
+  fi
+fi
+index_args=()
+if [ "$torch_index" != pypi ]; then index_args=(--index-url "$torch_index"); fi
 extra=demo,study
 [ "${1:-}" = "--test" ] && extra=test
 
@@ -21,9 +34,15 @@ if [ ! -x "$venv/bin/python" ]; then
 fi
 pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 
-echo "Installing PyTorch ($torch_spec)"
+echo "Installing PyTorch ($torch_spec, from ${torch_index/#pypi/PyPI})"
 # shellcheck disable=SC2086
-"${pip[@]}" $torch_spec
+"${pip[@]}" $torch_spec "${index_args[@]}"
+WANTED_CPU=$([ "$torch_index" = "$cpu_index" ] && echo 1 || echo 0) "$venv/bin/python" -c "import os, torch
+cuda = torch.version.cuda
+print(f'PyTorch {torch.__version__}: ' + (f'CUDA {cuda} build' if cuda else 'CPU-only build'))
+if cuda and os.environ['WANTED_CPU'] == '1':
+    print('  (not the CPU-only build: it was installed before, or the CPU-only index was not reachable;'
+          ' TORCH_INDEX=pypi silences this)')"
 # basicsr 1.4.2 exists only as an sdist whose isolated build would download a second, full torch:
 # build it against the environment instead (takes seconds).
 echo "Installing basicsr 1.4.2 and ibsd"
