@@ -1,23 +1,9 @@
-"""Shared fixtures: paths to the real material in ../shared/data, skipped when absent."""
+"""Shared fixtures (helpers and repository paths are in tests/helpers.py)."""
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import pytest
 
 import ibsd  # noqa: F401  (applies the basicsr fixes before any test module imports basicsr)
-
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get('IBSD_SHARED_DATA', REPO.parent / 'shared' / 'data'))
-
-
-def shared_path(*parts: str) -> Path:
-    """Path inside ../shared/data; skips the test with a message when it is missing."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f'{path} is absent (real test material from ../shared/data); set IBSD_SHARED_DATA to its folder')
-    return path
 
 
 @pytest.fixture
@@ -31,6 +17,11 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def n_params(net) -> int:
-    """Number of parameters of a network."""
-    return sum(p.numel() for p in net.parameters())
+@pytest.fixture(scope='module')
+def local_net():
+    """An MSRResNet x4 whose receptive field radius is below 8 LR pixels: tiles with enough context give
+    the whole image's output."""
+    import torch
+    from basicsr.archs.srresnet_arch import MSRResNet
+    torch.manual_seed(0)
+    return MSRResNet(num_feat=8, num_block=2, upscale=4).eval()

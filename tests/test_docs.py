@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 DOCS = sorted([REPO / 'README.md', *(REPO / 'docs').glob('*.md')])
 README_MAX_LINES = 200
 

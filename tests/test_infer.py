@@ -16,7 +16,7 @@ from ibsd import infer
 from ibsd.inference import upscaler as upscaling
 from ibsd.archs.imdn_arch import IMDN, IMDN_AS
 from ibsd.archs.rfdn_arch import RFDN
-from tests.conftest import shared_path
+from tests.helpers import nearest_rfdn, shared_path
 
 INFER = Path(sysconfig.get_path('scripts')) / 'ibsd-infer'
 TINY = ['--arch', 'IMDN', '--scale', '4', '--arch-opt', 'num_feat=16', '--arch-opt', 'num_block=2']
@@ -30,25 +30,6 @@ def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp('ckpt') / 'net_g_latest.pth'
     net = IMDN(num_feat=16, num_block=2, upscale=4)
     torch.save({'params': net.state_dict(), 'params_ema': net.state_dict()}, path)
-    return path
-
-
-def nearest_rfdn(path: Path, scale: int = 4, bias: float = 0.) -> Path:
-    """A tiny RFDN whose output is the nearest-neighbour upscale of its input plus ``bias / img_range``.
-
-    With ``bias`` > 0 it behaves like weights trained on 0-255 pixel values: right with
-    ``img_range=255``, saturated white with ``img_range=1``.
-    """
-    net = RFDN(num_feat=8, num_block=1, upscale=scale, attention='cca')
-    with torch.no_grad():
-        for parameter in net.parameters():
-            parameter.zero_()
-        upsampler = net.upsampler[0]
-        for channel in range(3):
-            net.fea_conv.weight[channel, channel, 1, 1] = 1
-            upsampler.weight[channel * scale**2:(channel + 1) * scale**2, channel, 1, 1] = 1
-        upsampler.bias.fill_(bias)
-    torch.save(net.state_dict(), path)
     return path
 
 

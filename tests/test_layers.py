@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / 'ibsd'
+from tests.helpers import REPO
+
+PACKAGE = REPO / 'ibsd'
 LAYERS = [
     {'errors', 'progress', 'discovery', 'image_io', 'threads'},
     {'options'},

@@ -8,6 +8,7 @@ import pytest
 
 from ibsd.errors import OptionError
 from ibsd.threads import choose_threads, idle_cores, parse_threads, pop_threads_argument
+from tests.helpers import make_pairs, write_yaml
 
 
 @pytest.mark.parametrize('value, expected', [(None, None), ('auto', 'auto'), (' AUTO ', 'auto'), (2, 2), ('3', 3),
@@ -79,7 +80,6 @@ def test_a_misspelt_option_key_is_caught():
 ])
 def test_ibsd_test_applies_and_reports_its_threads(tmp_path, arguments, option, expected):
     """The whole path: BasicSR's parser never sees --threads, and the test log shows the choice."""
-    from tests.test_entry_points import make_pairs, write_yaml
     make_pairs(tmp_path / 'data', 2, scale=2)
     opt = {'name': 'threads', 'model_type': 'SRModel', 'scale': 2, 'num_gpu': 0,
            'datasets': {'test_1': {'name': 'pairs', 'type': 'PairedImageDataset', 'dataroot_gt': 'data/hr',

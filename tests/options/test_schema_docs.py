@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from ibsd.errors import OptionError
 from ibsd.options.schema import GRADIENT_SHARE, IBSD_LOOP, SOFT_TARGET, Key, Section
+from tests.helpers import REPO
 
-DOCS = Path(__file__).resolve().parents[2] / 'docs' / 'training.md'
+DOCS = REPO / 'docs' / 'training.md'
 ROW = re.compile(r'^\| `train: (ibsd|soft_target): (\w+)` \| ([^|]+?) \|', re.M)
 SECTIONS = {'ibsd': IBSD_LOOP, 'soft_target': SOFT_TARGET}
 
