@@ -7,8 +7,8 @@
 # Environment: IBSD_VENV (default .venv), PYTHON (default python3),
 #              TORCH_SPEC (default "torch==2.14.1 torchvision==0.29.1", the tested pair),
 #              TORCH_INDEX (default auto): where PyTorch comes from. auto: PyTorch's CPU-only index on Linux
-#              without an NVIDIA driver (about 1 GB instead of 6 GB: PyPI's Linux torch is the CUDA build),
-#              PyPI everywhere else; pypi: PyPI; or the URL of any index (e.g. a CUDA one of PyTorch's).
+#              without an NVIDIA driver when it answers (about 1 GB instead of 6 GB: PyPI's Linux torch is the
+#              CUDA build), PyPI everywhere else; pypi: PyPI; or the URL of any index (e.g. a CUDA one of PyTorch's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,7 +20,13 @@ torch_index=${TORCH_INDEX:-auto}
 if [ "$torch_index" = auto ]; then
   torch_index=pypi
   if [ "$(uname -s)" = Linux ] && [ ! -e /proc/driver/nvidia/version ] && ! command -v nvidia-smi >/dev/null 2>&1; then
-    torch_index=$cpu_index  # no NVIDIA driver: the CUDA libraries would never be loaded
+    # no NVIDIA driver: the CUDA libraries would never be loaded; the CPU-only index if it answers
+    if "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" \
+        "$cpu_index/torch/" >/dev/null 2>&1; then
+      torch_index=$cpu_index
+    else
+      echo "No NVIDIA driver, but PyTorch's CPU-only index ($cpu_index) does not answer: PyPI's build"
+    fi
   fi
 fi
 index_args=()
@@ -37,12 +43,8 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 echo "Installing PyTorch ($torch_spec, from ${torch_index/#pypi/PyPI})"
 # shellcheck disable=SC2086
 "${pip[@]}" $torch_spec "${index_args[@]}"
-WANTED_CPU=$([ "$torch_index" = "$cpu_index" ] && echo 1 || echo 0) "$venv/bin/python" -c "import os, torch
-cuda = torch.version.cuda
-print(f'PyTorch {torch.__version__}: ' + (f'CUDA {cuda} build' if cuda else 'CPU-only build'))
-if cuda and os.environ['WANTED_CPU'] == '1':
-    print('  (not the CPU-only build: it was installed before, or the CPU-only index was not reachable;'
-          ' TORCH_INDEX=pypi silences this)')"
+"$venv/bin/python" -c "import torch; cuda = torch.version.cuda
+print(f'PyTorch {torch.__version__}: ' + (f'CUDA {cuda} build' if cuda else 'CPU-only build'))"
 # basicsr 1.4.2 exists only as an sdist whose isolated build would download a second, full torch:
 # build it against the environment instead (takes seconds).
 echo "Installing basicsr 1.4.2 and ibsd"
