@@ -44,6 +44,18 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
     return kernel / kernel.sum()
 
 
+def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    """BasicSR's JPEG round trip of a float image in [0, 1], without OpenCV's warning that it encodes the
+    float array as 8-bit (which is what it is meant to do: the pixels are the same)."""
+    logging = cv2.utils.logging
+    level = logging.getLogLevel()
+    logging.setLogLevel(logging.LOG_LEVEL_ERROR)
+    try:
+        return add_jpg_compression(img, quality=quality)
+    finally:
+        logging.setLogLevel(level)
+
+
 def degrade_train(hr: np.ndarray, scale: int) -> np.ndarray:
     """One random training degradation of ``hr`` (its sides must be multiples of ``scale``)."""
     kernel_size = int(np.random.choice([7, 9, 11, 13, 15]))
@@ -53,7 +65,7 @@ def degrade_train(hr: np.ndarray, scale: int) -> np.ndarray:
     img = _downsample(img, scale, int(np.random.choice(TRAIN_INTERPOLATIONS)))
     if np.random.uniform() < 0.8:
         img = random_add_gaussian_noise(img, sigma_range=(1, 12), gray_prob=0.3, clip=True, rounds=False)
-    return add_jpg_compression(img, quality=int(np.random.uniform(60, 95)))
+    return jpeg(img, quality=int(np.random.uniform(60, 95)))
 
 
 def degrade_val(hr: np.ndarray, scale: int) -> np.ndarray:
@@ -62,4 +74,4 @@ def degrade_val(hr: np.ndarray, scale: int) -> np.ndarray:
     img = cv2.filter2D(hr, -1, kernel)
     img = _downsample(img, scale, cv2.INTER_NEAREST)
     img = random_add_poisson_noise(img, scale_range=(0.5, 1.5), gray_prob=0., clip=True, rounds=False)
-    return add_jpg_compression(img, quality=int(np.random.uniform(35, 50)))
+    return jpeg(img, quality=int(np.random.uniform(35, 50)))
