@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+from tests.helpers import REPO
+
 CPU_INDEX = 'https://download.pytorch.org/whl/cpu'
 GPU_DRIVER = Path('/proc/driver/nvidia/version')
 

@@ -14,7 +14,7 @@ from basicsr.data import build_dataset
 from ibsd.data.prepare import main as prepare
 from ibsd.data.real_pairs import subimage_positions
 from tests.data.helpers import drealsr_fixture, image, realsr_fixture
-from tests.helpers import REPO, shared_path
+from tests.helpers import REPO, bicubic_psnr, checked_scores, shared_path
 
 
 def lmdb_dataset(root: Path, scale: int, gt_size: int):
@@ -127,12 +127,17 @@ def test_city100_becomes_an_x2_split_that_ibsd_test_evaluates(tmp_path):
         cwd=tmp_path, capture_output=True, text=True, timeout=900)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-3000:]
-    scores = dict(__import__('re').findall(r'# (\w+): ([\d.]+)', output))
-    assert 20 < float(scores['psnr']) < 40 and 0.5 < float(scores['ssim']) < 1 and 'psnr_rgb' in scores
+    # the official IMDN x2 weights beat bicubic upsampling of the same LR images, scored as the YAML scores them
+    # (crop 2; measured on whole images: 25.79 against 25.59 dB Y-PSNR, 24.15 against 23.98 dB RGB, every image above)
+    val = out / 'val_HR', out / 'val_LR'
+    psnr, = checked_scores(output, floor=bicubic_psnr(*val, 2, crop_border=2, test_y_channel=True))
+    checked_scores(output, metric='psnr_rgb', floor=bicubic_psnr(*val, 2, crop_border=2, test_y_channel=False))
+    ssim, = checked_scores(output, metric='ssim', floor=0.5)
+    assert psnr < 40 and ssim < 1
     results = tmp_path / 'results' / 'IMDN_x2_City100'
     table = (results / 'City100_x2_val_metrics.csv').read_text().splitlines()
     assert table[0] == 'image,psnr,ssim,psnr_rgb,tile' and len(table) == 22 and table[-1].startswith('mean,')
     assert table[-1].endswith(',128 pad 16')  # tiling asked for on the command line is recorded
     mean_psnr = float(table[-1].split(',')[1])
-    assert mean_psnr == pytest.approx(float(scores['psnr']), abs=1e-3)
+    assert mean_psnr == pytest.approx(psnr, abs=1e-3)
     assert '| **mean** |' in (results / 'City100_x2_val_metrics.md').read_text()
