@@ -11,8 +11,8 @@ tree), the finder:
 1. aliases ``torchvision.transforms.functional_tensor`` (removed in torchvision 0.17) to its
    private successor, which basicsr 1.4.2 imports at package import time;
 2. hides the one SciPy ``DeprecationWarning`` that ``import basicsr`` raises;
-3. runs basicsr's own ``__init__``, then imports ``ibsd`` so that IBSD's archs, losses, models,
-   datasets and metrics are in BasicSR's registries.
+3. runs basicsr's own ``__init__``, then imports ``ibsd`` so that IBSD's archs, losses, models
+   and metrics are in BasicSR's registries.
 
 Set the environment variable ``IBSD_NO_AUTOLOAD=1`` to switch step 3 off.
 It is kept in one top-level module, outside the ``ibsd`` package, because importing the package

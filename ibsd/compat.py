@@ -95,3 +95,19 @@ def patch_basicsr() -> None:
     BaseModel.load_network = load_network
     BaseModel.model_to_device = model_to_device
     setattr(basicsr, _PATCHED_FLAG, True)
+
+
+MOVED = {'CheckpointWriteError': 'ibsd.training.checkpoints', 'NonFiniteWeightsError': 'ibsd.training.checkpoints',
+         'write_atomically': 'ibsd.training.checkpoints', 'load_training_state': 'ibsd.training.checkpoints',
+         'latest_training_state': 'ibsd.training.checkpoints', 'sampling_record': 'ibsd.training.resume',
+         'state_epoch': 'ibsd.training.resume'}
+"""Names that lived here before the training features moved to :mod:`ibsd.training`."""
+
+
+def __getattr__(name: str) -> Any:
+    if name not in MOVED:
+        raise AttributeError(f"module 'ibsd.compat' has no attribute '{name}'")
+    import importlib
+    import warnings
+    warnings.warn(f'ibsd.compat.{name} moved to {MOVED[name]}.{name}', DeprecationWarning, stacklevel=2)
+    return getattr(importlib.import_module(MOVED[name]), name)

@@ -121,7 +121,7 @@ def run_all(pending: list[Task], running: list[Task], failures: list[str], paral
             running.append(task)
             handle.close()
             task.started = time.monotonic()
-            print_line(f'started {task.label} ({threads} thread(s)): {shown(task.command)} >> '
+            print_line(f'started {task.label} ({threads} thread(s)): (cd {out} && {shown(task.command)}) >> '
                        f'{task.log.relative_to(out)}')
         time.sleep(POLL_S)
         for task in [t for t in running if t.process.poll() is not None]:

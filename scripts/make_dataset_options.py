@@ -87,7 +87,7 @@ def planned_files() -> dict[Path, str]:
         test = test_options(dataset, scale, folder, split)
         files[REPO / 'options' / 'test' / 'IBSD' / f'test_imdn_{tag}.yml'] = HEADER + yaml.safe_dump(
             test, sort_keys=False) + TILE_NOTE + (
-                '# LPIPS (needs AlexNet weights, see README):\n'
+                '# LPIPS (needs AlexNet weights, see docs/datasets.md, "LPIPS"):\n'
                 '#    lpips: {type: calculate_lpips, crop_border: %d, better: lower}\n' % scale)
     return files
 

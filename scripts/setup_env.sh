@@ -21,18 +21,23 @@ if [ "$torch_index" = auto ]; then
   torch_index=pypi
   if [ "$(uname -s)" = Linux ] && [ ! -e /proc/driver/nvidia/version ] && ! command -v nvidia-smi >/dev/null 2>&1; then
     # no NVIDIA driver: the CUDA libraries would never be loaded; the CPU-only index if it answers
-    if "$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" \
-        "$cpu_index/torch/" >/dev/null 2>&1; then
+    if why=$("$python" -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1], timeout=10)" \
+        "$cpu_index/torch/" 2>&1); then
       torch_index=$cpu_index
     else
-      echo "No NVIDIA driver, but PyTorch's CPU-only index ($cpu_index) does not answer: PyPI's build"
+      echo "No NVIDIA driver, but PyTorch's CPU-only index ($cpu_index) does not answer ($(echo "$why" | tail -n 1)):"
+      echo "installing PyPI's build (TORCH_INDEX=$cpu_index forces the CPU-only index, e.g. behind a proxy)"
     fi
   fi
 fi
 index_args=()
 if [ "$torch_index" != pypi ]; then index_args=(--index-url "$torch_index"); fi
 extra=demo,study
-[ "${1:-}" = "--test" ] && extra=test
+case "${1:-}" in
+  "") ;;
+  --test) extra=test ;;
+  *) echo "setup_env.sh: unknown option '$1' (the only one is --test)" >&2; exit 2 ;;
+esac
 
 if [ ! -x "$venv/bin/python" ]; then
   echo "Creating virtual environment $venv"
@@ -42,7 +47,7 @@ pip=("$venv/bin/python" -m pip install --disable-pip-version-check -q)
 
 echo "Installing PyTorch ($torch_spec, from ${torch_index/#pypi/PyPI})"
 # shellcheck disable=SC2086
-"${pip[@]}" $torch_spec "${index_args[@]}"
+"${pip[@]}" $torch_spec ${index_args[@]+"${index_args[@]}"}
 "$venv/bin/python" -c "import torch; cuda = torch.version.cuda
 print(f'PyTorch {torch.__version__}: ' + (f'CUDA {cuda} build' if cuda else 'CPU-only build'))"
 # basicsr 1.4.2 exists only as an sdist whose isolated build would download a second, full torch:

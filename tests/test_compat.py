@@ -103,3 +103,20 @@ def test_load_network_accepts_official_plain_state_dicts(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
     with pytest.raises(ValueError, match='official.pth'):
         model.load_network(IMDN(num_feat=16, num_block=1, upscale=4), str(path), strict=True)
+
+
+@pytest.mark.parametrize('module, name, new', [
+    ('ibsd.models.ibsd_options', 'check_ibsd_options', 'ibsd.options.train_sections'),
+    ('ibsd.run_checks', 'check_run_options', 'ibsd.options.run_file'),
+    ('ibsd.models.tiling', 'tiled_forward', 'ibsd.inference.tiling'),
+    ('ibsd.compat', 'write_atomically', 'ibsd.training.checkpoints'),
+    ('ibsd.compat', 'CheckpointWriteError', 'ibsd.training.checkpoints'),
+])
+def test_names_that_moved_still_import_with_a_deprecation_warning(module, name, new):
+    import importlib
+    import sys
+    if module != 'ibsd.compat':  # a module warns when it is first imported
+        sys.modules.pop(module, None)
+    with pytest.warns(DeprecationWarning, match=new.replace('.', r'\.')):
+        found = getattr(importlib.import_module(module), name)
+    assert found is getattr(importlib.import_module(new), name)

@@ -84,6 +84,7 @@ def test_a_failed_demo_step_ends_with_the_end_of_its_log(tmp_path, capsys):
                        tmp_path, 1)
     assert str(caught.value) == f'L1 train failed (exit status 1); the end of its log {log} is above'
     out = capsys.readouterr().out
-    assert 'started L1 train (1 thread(s)): python -m ibsd.train -opt bad.yml --threads 1 >> logs/bad_train.log' in out
+    assert (f'started L1 train (1 thread(s)): (cd {tmp_path} && python -m ibsd.train -opt bad.yml --threads 1) '
+            '>> logs/bad_train.log') in out
     assert 'bad.yml:2:1: invalid YAML' in out and 'Traceback' not in out  # the log's last lines, not a traceback
     assert then.process is None and not (tmp_path / 'logs' / 'never.log').exists()  # the next step never ran

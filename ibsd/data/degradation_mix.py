@@ -47,7 +47,9 @@ def motion_kernel(length: int, angle: float) -> np.ndarray:
 def jpeg(img: np.ndarray, quality: int) -> np.ndarray:
     """BasicSR's JPEG round trip of a float image in [0, 1], without OpenCV's warning that it encodes the
     float array as 8-bit (which is what it is meant to do: the pixels are the same)."""
-    logging = cv2.utils.logging
+    logging = getattr(getattr(cv2, 'utils', None), 'logging', None)  # absent from some OpenCV builds
+    if logging is None:
+        return add_jpg_compression(img, quality=quality)
     level = logging.getLogLevel()
     logging.setLogLevel(logging.LOG_LEVEL_ERROR)
     try:

@@ -6,7 +6,8 @@ from basicsr.utils.registry import MODEL_REGISTRY
 
 from ibsd.models.tiled_testing import TiledTestMixin, tile_options
 
-__all__ = ['TiledSRModel', 'tile_options']  # tile_options: still imported from here (tests/options/test_shipped_files.py)
+# tile_options: still imported from here (tests/options/test_shipped_files.py)
+__all__ = ['TiledSRModel', 'tile_options']
 
 
 @MODEL_REGISTRY.register()

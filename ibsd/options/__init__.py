@@ -1,4 +1,4 @@
-"""Everything about checking options, below every other layer of ibsd (it imports none of them).
+"""Everything about checking options, below every other layer of ibsd (its source imports none of them).
 
 - :mod:`ibsd.options.values`: generic checks (unknown keys, numbers written as strings, registered types);
 - :mod:`ibsd.options.schema`: the sections IBSD adds, each key's kind, default and range, declared once;

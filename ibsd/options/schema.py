@@ -74,7 +74,9 @@ class Key:
             if self.choices and value not in self.choices:
                 raise OptionError(f"{where} must be one of {self.choices}, got '{value}'")
         elif self.kind in ('int', 'float') and not self.in_range(value):
-            raise OptionError(f'{where} must be {self.range_text()}, got {value:g}')
+            off = '; ~ turns it off' if self.default is None and self.shown_default == 'off' else ''
+            about = f' ({self.doc})' if self.doc else ''
+            raise OptionError(f'{where} must be {self.range_text()}, got {value:g}{off}{about}')
         return value
 
     def docs_default(self) -> str:

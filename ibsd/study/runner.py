@@ -22,8 +22,11 @@ from typing import Callable
 import yaml
 
 from ibsd.errors import OptionError
-from ibsd.study.spec import Run, Study, evaluation_options, options_fingerprint, run_options
-from ibsd.tasks import Task, console_script, execute
+from ibsd.study.spec import Run, Study, as_trained, evaluation_options, options_fingerprint, run_options
+from ibsd.tasks import Stopped, Task, console_script, execute
+
+StudyStopped = Stopped
+"""The name :class:`ibsd.tasks.Stopped` had when it lived here."""
 
 HEADER = ('# Written by ibsd-study from {study}: edit the study file, not this one.\n'
           '# Rerun this run by hand from the study folder: ibsd-{tool} -opt {path}\n')
@@ -34,12 +37,22 @@ def write_options(path: Path, options: dict, study: Study, tool: str, out: Path)
     text = HEADER.format(study=study.path, tool=tool, path=path.relative_to(out)) + \
         yaml.safe_dump(options, sort_keys=False)
     if path.exists() and path.read_text() != text and tool == 'train' and \
-            (out / 'experiments' / options['name']).exists():
+            (out / 'experiments' / options['name']).exists() and not trains_the_same(path, options):
         raise OptionError(f"{study.path}: run {options['name']} already started with other options ({path}); "
                           f'give the study another name, or delete {out / "experiments" / options["name"]} to '
                           'train it again')
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def trains_the_same(path: Path, options: dict) -> bool:
+    """The options written in ``path`` train as ``options`` do (equal but for a plain model type, see
+    :func:`ibsd.study.spec.as_trained`)."""
+    try:
+        written = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return False
+    return isinstance(written, dict) and as_trained(written) == as_trained(options)
 
 
 def checkpoint(out: Path, run: Run, iteration: int) -> Path:

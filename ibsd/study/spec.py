@@ -53,6 +53,9 @@ PATH_KEYS = re.compile(r'^(dataroot_\w+|meta_info_file|pretrain_network_\w+)$')
 SAFE_NAME = re.compile(r'[^A-Za-z0-9_.+-]+')
 PLAIN_MODEL = 'TiledSRModel'
 """Model type of plain variants: the IBSD model's own base, so both arms validate and test through one path."""
+TRAINS_AS_PLAIN = {'SRModel', PLAIN_MODEL}
+"""Model types that train identically (TiledSRModel changes only ``test()``): plain runs written with
+``SRModel`` by earlier versions continue, and keep their fingerprints, under :data:`PLAIN_MODEL`."""
 
 
 @dataclass
@@ -289,8 +292,16 @@ def options_fingerprint(study: Study, run: Run) -> str:
     import hashlib
 
     import yaml
-    text = yaml.safe_dump(relative_run_options(study, run), sort_keys=True)
+    text = yaml.safe_dump(as_trained(relative_run_options(study, run)), sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def as_trained(opt: dict) -> dict:
+    """``opt`` with a plain model type written as ``SRModel``: two runs whose options differ only there train
+    the same (:data:`TRAINS_AS_PLAIN`)."""
+    if opt.get('model_type') in TRAINS_AS_PLAIN:
+        return {**opt, 'model_type': 'SRModel'}
+    return opt
 
 
 def relative_run_options(study: Study, run: Run) -> dict:

@@ -57,10 +57,13 @@ def test_the_classes_taking_these_values_use_the_declared_ranges():
     from ibsd.models.divergence_guard import DivergenceGuard
     from ibsd.models.gradient_share import GradientShare
     from ibsd.models.position_sampling import PositionSampler
-    with pytest.raises(OptionError, match=r'^train:ibsd:max_bad_steps must be >= 1, got 0$'):
+    with pytest.raises(OptionError, match=r'^train:ibsd:max_bad_steps must be >= 1, got 0 \(consecutive non-finite'):
         DivergenceGuard(0)
-    with pytest.raises(OptionError, match=r'^train:ibsd:positions must be in \(0, 1\], got 0$'):
+    with pytest.raises(OptionError, match=r'^train:ibsd:positions must be in \(0, 1\], got 0 \(fraction of the '
+                                          'spatial positions'):
         PositionSampler(0.0, 0)
-    with pytest.raises(OptionError, match=r'^smoothing must be in \(0, 1\], got 2$'):
+    with pytest.raises(OptionError, match=r'^smoothing must be in \(0, 1\], got 2 \(weight of each new'):
         GradientShare(0.1, smoothing=2)
+    with pytest.raises(OptionError, match=r'^train:ibsd:grad_clip_norm must be > 0, got -1; ~ turns it off \(clip'):
+        IBSD_LOOP.value('grad_clip_norm', -1)
     assert DivergenceGuard(IBSD_LOOP.keys['max_bad_steps'].default).max_bad_steps == 5

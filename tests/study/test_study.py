@@ -237,3 +237,24 @@ def test_a_killed_study_stops_its_runs(tmp_path, signal_name):
     output, _ = study.communicate(timeout=60)
     number = getattr(signal, signal_name).value
     assert output.split() == ['stopped', str(number), str(-signal.SIGTERM.value)]  # the run was terminated
+
+
+def test_a_plain_run_written_as_srmodel_by_an_earlier_version_continues(tmp_path):
+    from ibsd.study.runner import write_options
+    from ibsd.study.spec import options_fingerprint
+    study = load_study(study_file(tmp_path))
+    run = next(r for r in study.runs if r.variant == 'L1' and r.seed == 0)
+    options = run_options(study, run, tmp_path)
+    assert options['model_type'] == 'TiledSRModel'
+    before = options_fingerprint(study, run)
+    out = tmp_path / 'out'
+    (out / 'experiments' / run.name).mkdir(parents=True)
+    path = out / 'options' / f'{run.name}.yml'
+    path.parent.mkdir(parents=True)
+    path.write_text(yaml.safe_dump({**options, 'model_type': 'SRModel'}, sort_keys=False))
+    write_options(path, options, study, 'train', out)  # trains the same: taken over, not refused
+    assert yaml.safe_load(path.read_text())['model_type'] == 'TiledSRModel'
+    assert options_fingerprint(study, run) == before
+    path.write_text(yaml.safe_dump({**options, 'manual_seed': 7}, sort_keys=False))
+    with pytest.raises(OptionError, match='already started with other options'):
+        write_options(path, options, study, 'train', out)
