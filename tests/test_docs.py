@@ -153,3 +153,13 @@ def test_checks_catch_breakage(tmp_path):
     assert expand_braces('a_{x,y}_b_{1,2}.yml') == ['a_x_b_1.yml', 'a_x_b_2.yml', 'a_y_b_1.yml', 'a_y_b_2.yml']
     assert [m.group(1) for m in PATH.finditer('`options/a.yml`, studies/n/options/b.yml ./options/c.yml')] == \
         ['options/a.yml']
+
+
+PLACEHOLDER = re.compile(r'<[A-Z][A-Z_]{2,}>|\bTODO\b|\bTBD\b')
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=ids(DOCS))
+def test_no_placeholder_is_left_in_the_prose(doc: Path):
+    left = [(number, match.group()) for number, line in prose_lines(doc.read_text())
+            for match in PLACEHOLDER.finditer(INLINE_CODE.sub('', line))]
+    assert not left, f'{doc.relative_to(REPO)}: placeholders left at lines {left}'
