@@ -29,7 +29,7 @@ from tqdm import tqdm
 from ibsd.image_io import Picture, read_picture, to_pixels, write_png
 from ibsd.errors import OptionError
 from ibsd.inference import (AUTO_TILE_PIXELS, AUTO_TILE_SIZE, COMPARE_SUFFIX, OUTPUT_MARK, InferenceError, Upscaler,
-                            list_images, load_network, network_from_command_line)
+                            add_network_arguments, list_images, load_network, network_from_command_line)
 from ibsd.progress import progress_bar
 from ibsd.threads import apply_threads, choose_threads, parse_threads
 
@@ -61,15 +61,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                      epilog='\n'.join(__doc__.split('\n')[2:]))
     parser.add_argument('-i', '--input', required=True, help='image file or folder of images')
     parser.add_argument('-o', '--output', help='output folder (default: next to each input)')
-    parser.add_argument('--model-path', required=True, help='checkpoint: BasicSR net_g_*.pth or official weights')
-    parser.add_argument('--param-key', default='params_ema', help='checkpoint key to prefer (default: params_ema)')
-    parser.add_argument('--opt', help='BasicSR YAML whose network_g describes the network')
-    parser.add_argument('--arch', help='arch type, e.g. IMDN (when --opt is not given)')
-    parser.add_argument('--scale', type=int,
-                        help="output scale (default: 4 for --arch, the network's own for --opt or a fixed-scale "
-                        'arch). A same-size network such as IMDN_AS gets a bicubic upscale by it first')
-    parser.add_argument('--arch-opt', action='append', default=[], metavar='KEY=VALUE',
-                        help='extra arch keyword, repeatable (e.g. num_feat=48)')
+    add_network_arguments(parser)
     parser.add_argument('--tile', type=tile_option, default='auto',
                         help=f'tile size in LR pixels; auto (default): whole image up to {AUTO_TILE_PIXELS} pixels, '
                         f'tiles of {AUTO_TILE_SIZE} above; 0: always the whole image')

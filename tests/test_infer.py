@@ -365,3 +365,13 @@ def test_swinir_inputs_are_padded_to_its_window(tmp_path, capsys):
     status, stdout, stderr = infer_here(capsys, *args)
     assert status == 0 and '1 of 1 images written' in stdout, stderr
     assert cv2.imread(str(tmp_path / 'a_sr.png')).shape == (20, 26, 3)
+
+
+def test_infer_and_export_name_the_network_with_the_same_arguments():
+    from ibsd.export.cli import parse_args as export_args
+    from ibsd.infer import parse_args as infer_args
+    given = ['--model-path', 'net.pth', '-opt', 'run.yml', '--scale', '2', '--arch-opt', 'num_feat=48']
+    infer, export = infer_args(['-i', 'photo.png', *given]), export_args(given)
+    for name in ('model_path', 'param_key', 'opt', 'arch', 'scale', 'arch_opt'):
+        assert getattr(infer, name) == getattr(export, name), name
+    assert (infer.opt, infer.scale, infer.arch_opt, infer.param_key) == ('run.yml', 2, ['num_feat=48'], 'params_ema')

@@ -41,7 +41,7 @@ from ibsd.export.student import Student, load_student
 from ibsd.export.torchscript import TORCHSCRIPT_SUFFIX, export_torchscript, torchscript_runner
 from ibsd.export.verification import (Check, failure_message, image_inputs, report, synthetic_inputs, verify,
                                       with_batch)
-from ibsd.inference import InferenceError, network_from_command_line
+from ibsd.inference import InferenceError, add_network_arguments, network_from_command_line
 
 DEFAULT_ATOL = 1e-4
 DEFAULT_FP16_ATOL = 2e-2
@@ -52,15 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog='ibsd-export', description=__doc__.split('\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog='\n'.join(__doc__.split('\n')[2:]))
-    parser.add_argument('--model-path', required=True, help='checkpoint: BasicSR net_g_*.pth or official weights')
-    parser.add_argument('--param-key', default='params_ema', help='checkpoint key to prefer (default: params_ema)')
-    parser.add_argument('-opt', '--opt', help='BasicSR YAML whose network_g describes the network')
-    parser.add_argument('--arch', help='arch type, e.g. IMDN (when -opt is not given)')
-    parser.add_argument('--scale', type=int,
-                        help="output scale (default: 4 for --arch, the network's own for -opt or a fixed-scale arch); "
-                        'for a same-size network such as IMDN_AS the exported graph upscales with bicubic first')
-    parser.add_argument('--arch-opt', action='append', default=[], metavar='KEY=VALUE',
-                        help='extra arch keyword, repeatable (e.g. num_feat=48)')
+    add_network_arguments(parser)
     parser.add_argument('-o', '--output', help='ONNX file to write (default: <checkpoint name>.onnx in the current '
                         f'folder); the TorchScript file is <output stem>{TORCHSCRIPT_SUFFIX}, the float16 one '
                         '<output stem>_fp16.onnx')

@@ -17,8 +17,9 @@ the study's crop strip and ``scripts/model_card.py``; it imports none of them.
 from ibsd.inference.errors import InferenceError
 from ibsd.inference.images import COMPARE_SUFFIX, IMAGE_SUFFIXES, OUTPUT_MARK, list_images, own_output
 from ibsd.inference.loading import LoadedNetwork, load_network, load_weights
-from ibsd.inference.network import (NetworkSpec, arch_class, build_network, network_from_command_line, network_spec,
-                                    parse_arch_options, read_network_g, scale_keyword)
+from ibsd.inference.network import (NetworkSpec, add_network_arguments, arch_class, build_network,
+                                    network_from_command_line, network_spec, parse_arch_options, read_network_g,
+                                    scale_keyword)
 from ibsd.inference.probe import bicubic, fit_pixel_range, probe, probe_pattern
 from ibsd.inference.sizes import PaddedToMultiple, padded_to_multiple, round_down, round_up, size_multiple
 from ibsd.inference.tiling import tiled_forward
@@ -26,9 +27,9 @@ from ibsd.inference.upscaler import AUTO_TILE_PIXELS, AUTO_TILE_SIZE, Upscaler
 
 __all__ = [
     'AUTO_TILE_PIXELS', 'AUTO_TILE_SIZE', 'COMPARE_SUFFIX', 'IMAGE_SUFFIXES', 'OUTPUT_MARK', 'InferenceError',
-    'LoadedNetwork', 'NetworkSpec', 'PaddedToMultiple', 'Upscaler', 'arch_class', 'bicubic', 'build_network',
-    'fit_pixel_range', 'list_images', 'load_network', 'load_weights', 'network_from_command_line', 'network_spec',
-    'own_output',
+    'LoadedNetwork', 'NetworkSpec', 'PaddedToMultiple', 'Upscaler', 'add_network_arguments', 'arch_class', 'bicubic',
+    'build_network', 'fit_pixel_range', 'list_images', 'load_network', 'load_weights', 'network_from_command_line',
+    'network_spec', 'own_output',
     'padded_to_multiple', 'parse_arch_options', 'probe', 'probe_pattern', 'read_network_g', 'round_down',
     'round_up', 'scale_keyword', 'size_multiple', 'tiled_forward',
 ]

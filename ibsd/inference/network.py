@@ -126,6 +126,20 @@ def parse_arch_options(items: Sequence[str]) -> dict:
     return kwargs
 
 
+def add_network_arguments(parser) -> None:
+    """The arguments that name a network and its weights, shared by ``ibsd-infer`` and ``ibsd-export``
+    (read back with :func:`network_from_command_line`)."""
+    parser.add_argument('--model-path', required=True, help='checkpoint: BasicSR net_g_*.pth or official weights')
+    parser.add_argument('--param-key', default='params_ema', help='checkpoint key to prefer (default: params_ema)')
+    parser.add_argument('-opt', '--opt', help='BasicSR YAML whose network_g describes the network')
+    parser.add_argument('--arch', help='arch type, e.g. IMDN (when --opt is not given)')
+    parser.add_argument('--scale', type=int,
+                        help="output scale (default: 4 for --arch, the network's own for --opt or a fixed-scale "
+                        'arch); a same-size network such as IMDN_AS gets a bicubic upscale by it first')
+    parser.add_argument('--arch-opt', action='append', default=[], metavar='KEY=VALUE',
+                        help='extra arch keyword, repeatable (e.g. num_feat=48)')
+
+
 def network_from_command_line(opt: str | Path | None, arch: str | None, arch_opts: Sequence[str] = (),
                               scale: int | None = None) -> NetworkSpec:
     """The network as ``ibsd-infer`` and ``ibsd-export`` name it: the ``network_g`` of the YAML ``opt``
