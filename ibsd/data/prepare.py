@@ -5,7 +5,7 @@ Subcommands::
     ibsd-prepare drealsr   --root DRealSR --scale 4 --out datasets/DRealSR
     ibsd-prepare realsr    --root RealSR_V3 --scale 4 --out datasets/RealSR
     ibsd-prepare same-size --input City100_iPhoneX --hr-suffix H --lr-suffix L --scale 2 \\
-                           --out datasets/City100 --val-count 20
+                           --out datasets/City100 --val-count 20 [--train-count 10]
     ibsd-prepare subimages --hr-dir A --lr-dir B --scale 4 --crop-size 192 --step 96 --out datasets/sub
 
 Each writes ``<out>/x{s}/{split}_HR``, ``{split}_LR`` (identical names) and, for training splits,
@@ -66,6 +66,9 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     same.add_argument('--out', type=Path, required=True, help='output root')
     same.add_argument('--val-count', type=int, default=0,
                       help='the last N pairs (sorted) form the val split (all: an evaluation set, no train split)')
+    same.add_argument('--train-count', type=int, default=None,
+                      help='keep only the first N pairs (sorted) of the train split, for scarce-data training; '
+                           'the val split is the same as without it (default: all)')
     same.add_argument('--no-lmdb', action='store_true', help='skip the training LMDBs')
     _overwrite(same)
     sub = commands.add_parser('subimages', help='cut aligned sub-images from large paired training images',
@@ -83,10 +86,16 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
 
 
 # --------------------------------------------------------------------------- what a run reads and writes
+# Options added after the manifest format: recorded only when given, so that folders prepared by earlier
+# versions (whose manifests do not name them) still match a rerun without them.
+RECORDED_WHEN_GIVEN = {'train_count'}
+
+
 def _options(args: argparse.Namespace) -> dict[str, object]:
     """Every option that shapes the outputs, by its command-line name; folders as absolute paths."""
     return {f'--{key.replace("_", "-")}': str(value.resolve()) if isinstance(value, Path) else value
-            for key, value in sorted(vars(args).items()) if key not in ('command', 'out', 'overwrite')}
+            for key, value in sorted(vars(args).items())
+            if key not in ('command', 'out', 'overwrite') and not (key in RECORDED_WHEN_GIVEN and value is None)}
 
 
 def _lmdb_outputs(folder: str) -> list[str]:
@@ -124,7 +133,11 @@ def pairs_job(args: argparse.Namespace) -> Job:
             raise PairError(f'--val-count must be between 0 and {len(pairs)} (all: an evaluation-only set), '
                             f'got {args.val_count}')
         cut = len(pairs) - args.val_count
-        splits = {**({'train': pairs[:cut]} if cut else {}), **({'val': pairs[cut:]} if args.val_count else {})}
+        if args.train_count is not None and not 1 <= args.train_count <= cut:
+            raise PairError(f'--train-count must be between 1 and {cut} (the pairs left for training after '
+                            f'--val-count {args.val_count}), got {args.train_count}')
+        kept = cut if args.train_count is None else args.train_count
+        splits = {**({'train': pairs[:kept]} if cut else {}), **({'val': pairs[cut:]} if args.val_count else {})}
         same_size, possible_splits = True, ('train', 'val')
     base, lmdb = f'x{args.scale}', not args.no_lmdb
     outputs = []

@@ -246,3 +246,28 @@ def test_a_scratch_folder_that_holds_other_files_is_left_alone(tmp_path):
     (keep / 'notes.txt').write_text('mine')
     assert remove_partial_lmdbs(tmp_path / 'train_HR.lmdb') == 0
     assert (keep / 'notes.txt').is_file()
+
+
+def test_train_count_keeps_the_first_training_pairs_and_the_same_val_split(tmp_path, capsys):
+    source, out = city(tmp_path / 'src', 5), tmp_path / 'out'
+    prepare(same_size(source, out, '--val-count', '2', '--train-count', '2'))
+    x2 = out / 'x2'
+    assert names(x2 / 'train_HR') == names(x2 / 'train_LR') == ['0.png', '1.png']
+    assert names(x2 / 'val_HR') == ['3.png', '4.png']
+    assert lmdb_keys(x2 / 'train_HR.lmdb') == ['0.png', '1.png']
+    assert json.loads((out / 'ibsd-prepare-x2.json').read_text())['options']['--train-count'] == 2
+    error = refused(capsys, same_size(source, out, '--val-count', '2', '--train-count', '3'))
+    assert '--train-count: 2 -> 3' in error
+    error = refused(capsys, same_size(source, tmp_path / 'o2', '--val-count', '2', '--train-count', '4'))
+    assert '--train-count must be between 1 and 3' in error and '--val-count 2' in error
+
+
+def test_a_manifest_without_train_count_still_matches_a_rerun_without_it(tmp_path, capsys):
+    source, out = city(tmp_path / 'src'), tmp_path / 'out'
+    prepare(same_size(source, out, '--val-count', '1'))
+    manifest_file = out / 'ibsd-prepare-x2.json'
+    manifest = json.loads(manifest_file.read_text())
+    assert '--train-count' not in manifest['options']  # as versions without the option wrote it
+    capsys.readouterr()
+    prepare(same_size(source, out, '--val-count', '1'))
+    assert 'same sources and options as the finished run' in capsys.readouterr().out
