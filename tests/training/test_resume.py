@@ -127,18 +127,20 @@ def kill_at_iteration(command: list[str], cwd: Path, iteration: int) -> str:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('workers', [0, 2])
-def test_a_run_killed_at_a_random_iteration_resumes_to_the_same_weights(workdir, workers):
-    """Saves every 3 iterations, epochs of 4: the state a killed run resumes from is mostly mid-epoch."""
-    def options(name: str) -> Path:
+@pytest.mark.parametrize('workers, persistent', [(0, False), (2, False), (2, True)])
+def test_a_run_killed_at_a_random_iteration_resumes_to_the_same_weights(workdir, workers, persistent):
+    """Saves every 3 iterations, epochs of 4: the state a killed run resumes from is mostly mid-epoch.
+    With ``persistent_workers`` (workers kept between epochs) the killed run is compared with a run
+    without it: keeping the workers must not change a single sample."""
+    def options(name: str, keep_workers: bool) -> Path:
         opt = ibsd_options(name, workdir / 'data', 10)
         opt['logger']['save_checkpoint_freq'] = 3
-        opt['datasets']['train']['num_worker_per_gpu'] = workers
+        opt['datasets']['train'].update(num_worker_per_gpu=workers, persistent_workers=keep_workers)
         return write_yaml(workdir / f'{name}.yml', opt)
 
     kill_at = random.Random().randint(4, 9)
-    run([str(SCRIPTS / 'ibsd-train'), '-opt', str(options('straight'))], cwd=workdir)
-    killed = options('killed')
+    run([str(SCRIPTS / 'ibsd-train'), '-opt', str(options('straight', False))], cwd=workdir)
+    killed = options('killed', persistent)
     kill_at_iteration([str(SCRIPTS / 'ibsd-train'), '-opt', str(killed)], workdir, kill_at)
     output = run([str(SCRIPTS / 'ibsd-train'), '-opt', str(killed), '--auto_resume'], cwd=workdir)
     saved = 3 * ((kill_at - 1) // 3)  # the newest state a kill during iteration kill_at can leave
