@@ -76,7 +76,7 @@ def differences(old: dict, new: dict) -> list[str]:
     before = {r['path']: (r['size'], r['sha256']) for r in old['inputs']}
     after = {r['path']: (r['size'], r['sha256']) for r in new['inputs']}
     for label, paths in (('source files added', sorted(after.keys() - before.keys())),
-                         ('source files removed', sorted(before.keys() - after.keys())),
+                         ('source files no longer read', sorted(before.keys() - after.keys())),
                          ('source files changed', sorted(p for p in before.keys() & after.keys()
                                                          if before[p] != after[p]))):
         if paths:

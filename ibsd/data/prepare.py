@@ -67,8 +67,8 @@ def build_parser(prog: str | None = None) -> argparse.ArgumentParser:
     same.add_argument('--val-count', type=int, default=0,
                       help='the last N pairs (sorted) form the val split (all: an evaluation set, no train split)')
     same.add_argument('--train-count', type=int, default=None,
-                      help='keep only the first N pairs (sorted) of the train split, for scarce-data training; '
-                           'the val split is the same as without it (default: all)')
+                      help='keep only the first N pairs (sorted by file name) of the train split, for scarce-data '
+                           'training; the val split is the same as without it (default: all)')
     same.add_argument('--no-lmdb', action='store_true', help='skip the training LMDBs')
     _overwrite(same)
     sub = commands.add_parser('subimages', help='cut aligned sub-images from large paired training images',
@@ -133,9 +133,14 @@ def pairs_job(args: argparse.Namespace) -> Job:
             raise PairError(f'--val-count must be between 0 and {len(pairs)} (all: an evaluation-only set), '
                             f'got {args.val_count}')
         cut = len(pairs) - args.val_count
+        if args.train_count is not None and not cut:
+            raise PairError(f'--train-count {args.train_count}: --val-count {args.val_count} leaves no pairs for '
+                            f'training')
         if args.train_count is not None and not 1 <= args.train_count <= cut:
             raise PairError(f'--train-count must be between 1 and {cut} (the pairs left for training after '
                             f'--val-count {args.val_count}), got {args.train_count}')
+        if args.train_count == cut:
+            args.train_count = None  # all of them: the same outputs, and the same manifest, as without it
         kept = cut if args.train_count is None else args.train_count
         splits = {**({'train': pairs[:kept]} if cut else {}), **({'val': pairs[cut:]} if args.val_count else {})}
         same_size, possible_splits = True, ('train', 'val')

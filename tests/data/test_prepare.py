@@ -256,8 +256,8 @@ def test_train_count_keeps_the_first_training_pairs_and_the_same_val_split(tmp_p
     assert names(x2 / 'val_HR') == ['3.png', '4.png']
     assert lmdb_keys(x2 / 'train_HR.lmdb') == ['0.png', '1.png']
     assert json.loads((out / 'ibsd-prepare-x2.json').read_text())['options']['--train-count'] == 2
-    error = refused(capsys, same_size(source, out, '--val-count', '2', '--train-count', '3'))
-    assert '--train-count: 2 -> 3' in error
+    error = refused(capsys, same_size(source, out, '--val-count', '2', '--train-count', '1'))
+    assert '--train-count: 2 -> 1' in error
     error = refused(capsys, same_size(source, tmp_path / 'o2', '--val-count', '2', '--train-count', '4'))
     assert '--train-count must be between 1 and 3' in error and '--val-count 2' in error
 
@@ -271,3 +271,28 @@ def test_a_manifest_without_train_count_still_matches_a_rerun_without_it(tmp_pat
     capsys.readouterr()
     prepare(same_size(source, out, '--val-count', '1'))
     assert 'same sources and options as the finished run' in capsys.readouterr().out
+
+
+def test_a_new_train_count_on_an_existing_folder_is_refused_until_overwrite(tmp_path, capsys):
+    source, out = city(tmp_path / 'src', 5), tmp_path / 'out'
+    prepare(same_size(source, out, '--val-count', '0'))
+    error = refused(capsys, same_size(source, out, '--val-count', '0', '--train-count', '2'))
+    assert '--train-count: (not given) -> 2' in error and 'source files no longer read (6)' in error
+    prepare(same_size(source, out, '--val-count', '0', '--train-count', '2', '--overwrite'))
+    assert {p for p in files_under(out) if p.endswith('.png')} == {
+        f'x2/train_{side}/{index}.png' for side in ('HR', 'LR') for index in (0, 1)}
+    assert lmdb_keys(out / 'x2' / 'train_LR.lmdb') == ['0.png', '1.png']
+    capsys.readouterr()
+    prepare(same_size(source, out, '--val-count', '0', '--train-count', '2'))  # the same again: kept
+    assert 'same sources and options as the finished run' in capsys.readouterr().out
+
+
+def test_train_count_of_every_training_pair_is_the_same_run_as_none_and_needs_a_train_split(tmp_path, capsys):
+    source, out = city(tmp_path / 'src', 3), tmp_path / 'out'
+    prepare(same_size(source, out, '--val-count', '1', '--train-count', '2'))
+    assert '--train-count' not in json.loads((out / 'ibsd-prepare-x2.json').read_text())['options']
+    capsys.readouterr()
+    prepare(same_size(source, out, '--val-count', '1'))
+    assert 'same sources and options as the finished run' in capsys.readouterr().out
+    error = refused(capsys, same_size(source, tmp_path / 'o2', '--val-count', '3', '--train-count', '1'))
+    assert '--train-count 1: --val-count 3 leaves no pairs for training' in error
