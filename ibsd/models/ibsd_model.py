@@ -39,7 +39,7 @@ from ibsd.models.gradient_budget import GradientBudgetMixin
 from ibsd.models.gradient_share import GradientShare
 from ibsd.models.ibsd_state import IBSDStateMixin
 from ibsd.models.position_sampling import PositionSampler, select_positions, stream_seed
-from ibsd.models.soft_target import ProgressiveSoftTarget
+from ibsd.models.soft_target import ProgressiveSoftTarget, warn_if_short_epoch
 from ibsd.models.tiled_sr_model import TiledSRModel
 from ibsd.options.schema import DERIVED, IBSD_LOOP, SOFT_TARGET
 from ibsd.options.train_sections import check_ibsd_options, describe_terms, gradient_share_options, ramp_iters
@@ -233,7 +233,9 @@ class IBSDModel(IBSDStateMixin, GradientBudgetMixin, TiledSRModel):
         period defaults to the epoch the pipeline recorded (``iters_per_epoch``)."""
         options = SOFT_TARGET.resolved(options)
         refresh = options['refresh_iters']
-        refresh = self.opt.get('iters_per_epoch') if refresh is DERIVED else refresh
+        if refresh is DERIVED:
+            refresh = self.opt.get('iters_per_epoch')
+            warn_if_short_epoch(refresh, options['source'])
         return ProgressiveSoftTarget(
             source=options['source'], alpha_max=options['alpha_max'],
             ramp_iters=ramp_iters(options, self.opt['train'].get('total_iter')),

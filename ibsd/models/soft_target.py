@@ -25,10 +25,24 @@ from typing import Callable
 import torch
 from torch import nn
 
+from basicsr.utils import get_root_logger
+
 from ibsd.errors import OptionError
 from ibsd.options.schema import SOFT_TARGET
 
 OPTION = SOFT_TARGET.where
+
+SHORT_SNAPSHOT_PERIOD = 10
+
+
+def warn_if_short_epoch(iters_per_epoch: int | None, source: str) -> None:
+    """A snapshot teacher refreshed every epoch is nearly the student itself when an epoch is a few
+    iterations (a small training set): say so, with the key that sets another period."""
+    if source == 'snapshot' and iters_per_epoch is not None and iters_per_epoch < SHORT_SNAPSHOT_PERIOD:
+        get_root_logger().warning(
+            f'train:soft_target: the snapshot teacher is refreshed every epoch, which is {iters_per_epoch} '
+            f'iteration(s) here: a teacher that recent is nearly the student itself. Set '
+            f'train:soft_target:refresh_iters for a longer period (or dataset_enlarge_ratio for longer epochs).')
 
 
 class ProgressiveSoftTarget:

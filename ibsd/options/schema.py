@@ -146,7 +146,9 @@ SOFT_TARGET = Section('train:soft_target', {
     'start_iters': Key('int', 0, low=0, doc='iterations on the plain HR target before the ramp starts'),
     'ramp_iters': Key('int', DERIVED, low=1, shown_default='`total_iter - start_iters`',
                       doc='iterations over which alpha rises from 0 to alpha_max'),
-    'refresh_iters': Key('int', DERIVED, low=1, shown_default='one epoch', doc='snapshot period in iterations'),
+    'refresh_iters': Key('int', DERIVED, low=1, shown_default='one epoch',
+                         doc='snapshot period in iterations (an epoch of fewer than 10 is warned about: so recent '
+                             'a teacher is nearly the student)'),
 })
 
 GRADIENT_SHARE = Section('loss_weight', {

@@ -1,6 +1,8 @@
 """Progressive soft targets: alpha's ramp, the snapshot and EMA teachers, and their options in IBSDModel."""
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
 from basicsr.models import build_model
@@ -60,6 +62,24 @@ def test_snapshot_period_defaults_to_the_epoch_known_to_the_pipeline(tmp_path):
         build_model(opt)
     opt['iters_per_epoch'] = 37
     assert build_model(opt).soft_target.refresh_iters == 37
+
+
+def test_an_epoch_of_a_few_iterations_as_snapshot_period_is_warned_about(tmp_path, caplog):
+    logger = logging.getLogger('basicsr')
+    logger.addHandler(caplog.handler)
+    try:
+        for epoch in (2, 20):
+            opt = make_opt(tmp_path, soft_target={'source': 'snapshot'})
+            opt['iters_per_epoch'] = epoch
+            build_model(opt)
+        opt = make_opt(tmp_path, soft_target={'source': 'snapshot', 'refresh_iters': 2})
+        opt['iters_per_epoch'] = 2
+        build_model(opt)  # a period the user chose: no warning
+    finally:
+        logger.removeHandler(caplog.handler)
+    warnings = [r.getMessage() for r in caplog.records if 'refreshed every epoch' in r.getMessage()]
+    assert len(warnings) == 1 and 'which is 2 iteration(s) here' in warnings[0]
+    assert 'train:soft_target:refresh_iters' in warnings[0]
 
 
 def test_start_iters_delays_the_ramp_which_then_spans_the_remaining_iterations(tmp_path):
