@@ -132,7 +132,7 @@ def _check_paired(dataset_opt: dict, scale: int, where: str) -> tuple[int, list[
     if backend == 'lmdb':
         gt = {k: (f'{gt_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(gt_root).items()}
         lq = {k: (f'{lq_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(lq_root).items()}
-    elif backend == 'disk':
+    elif backend in ('disk', 'memory'):  # memory: files read from disk once
         if dataset_opt.get('meta_info_file'):
             return -1, []  # basicsr pairs these by the listed names: checked when each pair is read
         gt = folder_sizes(gt_root)

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 
+from ibsd.data.memory_backend import BACKEND as MEMORY_BACKEND
 from ibsd.errors import OptionError
 from ibsd.options.run_file import read_option_file
 from ibsd.options.train_sections import IBSD_TRAIN_KEYS
@@ -297,11 +298,26 @@ def options_fingerprint(study: Study, run: Run) -> str:
 
 
 def as_trained(opt: dict) -> dict:
-    """``opt`` with a plain model type written as ``SRModel``: two runs whose options differ only there train
-    the same (:data:`TRAINS_AS_PLAIN`)."""
+    """``opt`` written as the earliest options that train the same: a plain model type as ``SRModel``
+    (:data:`TRAINS_AS_PLAIN`), and data sets read from ``memory`` as read from ``disk``, without
+    ``persistent_workers`` (the same samples: ``tests/data/test_memory_backend.py``). A run can switch to
+    the faster loading and keep its fingerprint."""
     if opt.get('model_type') in TRAINS_AS_PLAIN:
-        return {**opt, 'model_type': 'SRModel'}
+        opt = {**opt, 'model_type': 'SRModel'}
+    datasets = opt.get('datasets')
+    if isinstance(datasets, dict):
+        opt = {**opt, 'datasets': {phase: as_read_from_disk(dataset) for phase, dataset in datasets.items()}}
     return opt
+
+
+def as_read_from_disk(dataset: object) -> object:
+    if not isinstance(dataset, dict):
+        return dataset
+    dataset = {key: value for key, value in dataset.items() if key != 'persistent_workers'}
+    backend = dataset.get('io_backend')
+    if isinstance(backend, dict) and backend.get('type') == MEMORY_BACKEND:
+        dataset['io_backend'] = {**backend, 'type': 'disk'}
+    return dataset
 
 
 def relative_run_options(study: Study, run: Run) -> dict:

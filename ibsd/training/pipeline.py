@@ -64,6 +64,7 @@ def recording_iters_per_epoch(create_train_val_dataloader):
     def create_and_record(opt, logger):
         import torch
         from ibsd.data.checks import check_full_batches
+        from ibsd.data.memory_backend import warn_if_cache_is_dropped
         result = create_train_val_dataloader(opt, logger)
         loader, sampler = result[0], result[1]
         if loader is not None:
@@ -76,6 +77,7 @@ def recording_iters_per_epoch(create_train_val_dataloader):
                 loader.dataset.seed = seed
             loader.generator = torch.Generator().manual_seed(seed)  # worker seeds never draw from torch's stream
             warn_about_threaded_sampling(opt, logger)
+            warn_if_cache_is_dropped(opt['datasets']['train'], logger)
             resume_part_way(opt, sampler, logger)
             result = (*result[:3], epochs_needed(opt, result[3], result[4], logger), *result[4:])
         return result

@@ -239,6 +239,32 @@ def test_a_killed_study_stops_its_runs(tmp_path, signal_name):
     assert output.split() == ['stopped', str(number), str(-signal.SIGTERM.value)]  # the run was terminated
 
 
+def test_a_study_that_switches_to_reading_from_memory_keeps_its_runs(tmp_path):
+    """io_backend memory and persistent_workers give the same samples: finished runs keep their fingerprint
+    and a started run continues; any other change of the data set is still a new run."""
+    from ibsd.study.runner import write_options
+    from ibsd.study.spec import options_fingerprint
+    before = {r.name: options_fingerprint(load_study(study_file(tmp_path)), r)
+              for r in load_study(study_file(tmp_path)).runs}
+    faster = {'datasets:train:io_backend': {'type': 'memory'}, 'datasets:train:persistent_workers': True,
+              'datasets:train:num_worker_per_gpu': 0}
+    study = load_study(study_file(tmp_path, set=faster))
+    assert {r.name: options_fingerprint(study, r) for r in study.runs} == before
+    run = next(r for r in study.runs if r.variant == 'IBSD')
+    options = run_options(study, run, tmp_path)
+    assert options['datasets']['train']['io_backend'] == {'type': 'memory'}
+    out = tmp_path / 'out'
+    (out / 'experiments' / run.name).mkdir(parents=True)
+    path = out / 'options' / f'{run.name}.yml'
+    path.parent.mkdir(parents=True)
+    slower = run_options(load_study(study_file(tmp_path)), run, tmp_path)
+    path.write_text(yaml.safe_dump(slower, sort_keys=False))
+    write_options(path, options, study, 'train', out)  # trains the same: taken over, not refused
+    assert yaml.safe_load(path.read_text())['datasets']['train']['persistent_workers'] is True
+    other = load_study(study_file(tmp_path, set={'datasets:train:io_backend': {'type': 'lmdb'}}))
+    assert options_fingerprint(other, run) != before[run.name]
+
+
 def test_a_plain_run_written_as_srmodel_by_an_earlier_version_continues(tmp_path):
     from ibsd.study.runner import write_options
     from ibsd.study.spec import options_fingerprint
