@@ -121,7 +121,8 @@ def check_sizes(gt_size: tuple[int, int], lq_size: tuple[int, int], scale: int, 
     return all(g >= lq * scale for g, lq in zip(gt_size, lq_size))
 
 
-def _check_paired(dataset_opt: dict, scale: int, where: str) -> tuple[int, list[str]]:
+def _check_paired(dataset_opt: dict, scale: int, where: str) -> tuple[int, list[str], int]:
+    """The number of pairs, the evaluation GTs larger than needed, and the pixels of all the images."""
     for key in ('dataroot_gt', 'dataroot_lq'):
         if not dataset_opt.get(key):
             raise DataCheckError(f'{where}: {key} is missing ({dataset_opt["type"]} needs dataroot_gt and dataroot_lq)')
@@ -133,18 +134,24 @@ def _check_paired(dataset_opt: dict, scale: int, where: str) -> tuple[int, list[
         gt = {k: (f'{gt_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(gt_root).items()}
         lq = {k: (f'{lq_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(lq_root).items()}
     elif backend in ('disk', 'memory'):  # memory: files read from disk once
+        if backend == 'memory':
+            for root in (gt_root, lq_root):
+                if osp.isfile(osp.join(root, 'data.mdb')):
+                    raise DataCheckError(f'{where}: {root} is an LMDB: read it with io_backend type lmdb '
+                                         '(type memory reads image folders)')
         if dataset_opt.get('meta_info_file'):
-            return -1, []  # basicsr pairs these by the listed names: checked when each pair is read
+            return -1, [], 0  # basicsr pairs these by the listed names: checked when each pair is read
         gt = folder_sizes(gt_root)
         lq = folder_sizes(lq_root, dataset_opt.get('filename_tmpl', '{}'))
     else:
-        return -1, []
+        return -1, [], 0
     names = _pair_up(gt, lq, where, gt_root, lq_root)
     train = dataset_opt.get('phase') == 'train'
-    oversized = []
+    oversized, pixels = [], 0
     for name in names:
         (gt_path, gt_size), (lq_path, lq_size) = gt[name], lq[name]
         gt_hw, lq_hw = gt_size(), lq_size()
+        pixels += gt_hw[0] * gt_hw[1] + lq_hw[0] * lq_hw[1]
         if not check_sizes(gt_hw, lq_hw, scale, train):
             raise DataCheckError(f'{where}: pair {name}: GT {gt_path} is {gt_hw[1]}x{gt_hw[0]} but LQ {lq_path} is '
                                  f'{lq_hw[1]}x{lq_hw[0]}; at scale {scale} the GT must be {lq_hw[1] * scale}x'
@@ -154,7 +161,39 @@ def _check_paired(dataset_opt: dict, scale: int, where: str) -> tuple[int, list[
         if train and min(gt_hw) < int(dataset_opt.get('gt_size') or 0):
             raise DataCheckError(f"{where}: pair {name}: GT {gt_path} ({gt_hw[1]}x{gt_hw[0]}) is smaller than "
                                  f"gt_size {dataset_opt['gt_size']}")
-    return len(names), oversized
+    return len(names), oversized, pixels
+
+
+def check_loader_options(dataset_opt: dict, where: str) -> None:
+    """``persistent_workers`` needs workers (BasicSR's validation loaders have none), and BasicSR's CPU
+    prefetcher reads a persistent loader from a thread that the next epoch's iterator would race."""
+    if not dataset_opt.get('persistent_workers'):
+        return
+    if dataset_opt.get('phase') != 'train':
+        raise DataCheckError(f'{where}: persistent_workers: BasicSR loads this set without workers: remove it')
+    if not int(dataset_opt.get('num_worker_per_gpu') or 0):
+        raise DataCheckError(f'{where}: persistent_workers: true needs num_worker_per_gpu >= 1 (with 0 the '
+                             'main process reads the samples and nothing needs keeping)')
+    if dataset_opt.get('prefetch_mode') == 'cpu':
+        raise DataCheckError(f'{where}: persistent_workers with prefetch_mode cpu: BasicSR\'s prefetch thread '
+                             'would still be reading the kept workers when the next epoch starts; use one of them')
+
+
+def memory_note(dataset_opt: dict, pixels: int) -> str:
+    """The memory an ``io_backend: memory`` set will hold, and a warning when it nears the machine's."""
+    if (dataset_opt.get('io_backend') or {}).get('type') != 'memory' or not pixels:
+        return ''
+    processes = max(1, int(dataset_opt.get('num_worker_per_gpu') or 0)) if dataset_opt.get('phase') == 'train' else 1
+    need = 3 * pixels * processes  # 8-bit colour, whole set in each reading process (per GPU)
+    note = f'; io_backend memory: about {need / 2 ** 30:.2f} GiB in {processes} reading process(es)'
+    try:
+        machine = os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES')
+    except (AttributeError, ValueError, OSError):
+        return note
+    if need > machine / 2:
+        note += (f'; WARNING: that is more than half of this machine\'s {machine / 2 ** 30:.1f} GiB (and again per '
+                 'GPU process): use type disk or lmdb, or fewer workers')
+    return note
 
 
 def check_dataset(dataset_opt: dict) -> str:
@@ -168,8 +207,10 @@ def check_dataset(dataset_opt: dict) -> str:
     kind = dataset_opt.get('type')
     scale = int(dataset_opt.get('scale') or 1)
     oversized: list[str] = []
+    pixels = 0
+    check_loader_options(dataset_opt, where)
     if kind in PAIRED_TYPES:
-        count, oversized = _check_paired(dataset_opt, scale, where)
+        count, oversized, pixels = _check_paired(dataset_opt, scale, where)
     else:
         for key, value in dataset_opt.items():
             if not key.startswith('dataroot') or not value:
@@ -180,7 +221,7 @@ def check_dataset(dataset_opt: dict) -> str:
         count = -1
     seconds = time.perf_counter() - started
     found = f'{count} pairs, names and sizes' if count >= 0 else 'paths'
-    line = f'{where}: {found} checked in {seconds:.2f} s'
+    line = f'{where}: {found} checked in {seconds:.2f} s' + memory_note(dataset_opt, pixels)
     if oversized:
         line += (f'; WARNING: {len(oversized)} GT image(s) are larger than {scale} x their LQ by {scale} pixels or '
                  f'more ({_listing(oversized)}): BasicSR crops them to the top-left corner; is scale {scale} right?')

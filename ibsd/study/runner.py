@@ -22,7 +22,8 @@ from typing import Callable
 import yaml
 
 from ibsd.errors import OptionError
-from ibsd.study.spec import Run, Study, as_trained, evaluation_options, options_fingerprint, run_options
+from ibsd.study.spec import (Run, Study, accepted_fingerprints, as_trained, evaluation_options, options_fingerprint,
+                             run_options)
 from ibsd.tasks import Stopped, Task, console_script, execute
 
 StudyStopped = Stopped
@@ -81,7 +82,7 @@ def finished(study: Study, out: Path, run: Run, total: int) -> bool:
     if checkpoint(out, run, total).exists():
         return True
     stamp = done_stamp(out, run)
-    return stamp.exists() and stamp.read_text().strip() == options_fingerprint(study, run) and \
+    return stamp.exists() and stamp.read_text().strip() in accepted_fingerprints(study, run) and \
         all(t.exists() for t in result_tables(out, study, run, total))
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 
-from ibsd.data.memory_backend import BACKEND as MEMORY_BACKEND
+from ibsd.data.memory_backend import BACKEND as MEMORY_BACKEND, EXACT_DATASET_TYPES
 from ibsd.errors import OptionError
 from ibsd.options.run_file import read_option_file
 from ibsd.options.train_sections import IBSD_TRAIN_KEYS
@@ -290,28 +290,40 @@ def run_options(study: Study, run: Run, root: Path) -> dict:
 def options_fingerprint(study: Study, run: Run) -> str:
     """SHA-256 of ``run``'s options as the study file writes them (paths as given, so the same on every
     machine): a finished run's evaluations count only while its options have this fingerprint."""
+    return _fingerprint(as_trained(relative_run_options(study, run)))
+
+
+def accepted_fingerprints(study: Study, run: Run) -> set[str]:
+    """:func:`options_fingerprint` and the one versions before the memory backend wrote for the same
+    options (which kept ``persistent_workers`` in the hash)."""
+    options = relative_run_options(study, run)
+    return {options_fingerprint(study, run), _fingerprint(as_trained(options, data=False))}
+
+
+def _fingerprint(options: dict) -> str:
     import hashlib
 
     import yaml
-    text = yaml.safe_dump(as_trained(relative_run_options(study, run)), sort_keys=True)
+    text = yaml.safe_dump(options, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def as_trained(opt: dict) -> dict:
+def as_trained(opt: dict, data: bool = True) -> dict:
     """``opt`` written as the earliest options that train the same: a plain model type as ``SRModel``
-    (:data:`TRAINS_AS_PLAIN`), and data sets read from ``memory`` as read from ``disk``, without
-    ``persistent_workers`` (the same samples: ``tests/data/test_memory_backend.py``). A run can switch to
-    the faster loading and keep its fingerprint."""
+    (:data:`TRAINS_AS_PLAIN`), and (``data``) data sets read from ``memory`` as read from ``disk``,
+    without ``persistent_workers`` (the same samples: ``tests/data/test_memory_backend.py``), for the
+    data set types that decode with ``imfrombytes``. A run can switch to the faster loading and keep its
+    fingerprint."""
     if opt.get('model_type') in TRAINS_AS_PLAIN:
         opt = {**opt, 'model_type': 'SRModel'}
     datasets = opt.get('datasets')
-    if isinstance(datasets, dict):
+    if data and isinstance(datasets, dict):
         opt = {**opt, 'datasets': {phase: as_read_from_disk(dataset) for phase, dataset in datasets.items()}}
     return opt
 
 
 def as_read_from_disk(dataset: object) -> object:
-    if not isinstance(dataset, dict):
+    if not isinstance(dataset, dict) or dataset.get('type') not in EXACT_DATASET_TYPES:
         return dataset
     dataset = {key: value for key, value in dataset.items() if key != 'persistent_workers'}
     backend = dataset.get('io_backend')

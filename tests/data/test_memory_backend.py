@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 from pathlib import Path
 
 import cv2
@@ -13,6 +14,7 @@ import torch
 from basicsr.data import build_dataset
 from basicsr.utils import imfrombytes
 
+from ibsd.data.checks import DataCheckError, check_dataset
 from ibsd.data.memory_backend import MemoryBackend, uncompressed_copy, warn_if_cache_is_dropped
 from tests.helpers import SCRIPTS, ibsd_options, make_pairs, paired, run, write_yaml
 
@@ -111,3 +113,46 @@ def test_a_run_from_memory_with_persistent_workers_equals_the_run_from_disk(tmp_
     for key in ('params', 'params_ema'):
         disk, memory = weights['from_disk'][key], weights['from_memory'][key]
         assert all(torch.equal(disk[k], memory[k]) for k in disk), key
+
+
+def memory_set(root: Path, phase: str = 'train', **extra) -> dict:
+    return {**paired('pairs', root, io_backend={'type': 'memory'}), 'phase': phase, 'scale': 2, 'gt_size': 16,
+            **extra}
+
+
+def test_the_check_line_says_how_much_memory_the_copies_take(tmp_path, monkeypatch):
+    make_pairs(tmp_path, 4, scale=2, size=40)  # 4 x (40x40 + 20x20) pixels x 3 channels x 2 workers
+    line = check_dataset(memory_set(tmp_path, num_worker_per_gpu=2, persistent_workers=True))
+    assert f'about {4 * 2000 * 3 * 2 / 2 ** 30:.2f} GiB in 2 reading process(es)' in line and 'WARNING' not in line
+    import ibsd.data.checks as checks
+    monkeypatch.setattr(checks.os, 'sysconf', lambda name: {'SC_PAGE_SIZE': 4096, 'SC_PHYS_PAGES': 10}[name])
+    line = check_dataset(memory_set(tmp_path, num_worker_per_gpu=2, persistent_workers=True))
+    assert 'WARNING: that is more than half of this machine' in line
+    assert 'GiB' not in check_dataset(memory_set(tmp_path, io_backend={'type': 'disk'}))
+
+
+@pytest.mark.parametrize('extra, message', [
+    ({'persistent_workers': True}, 'persistent_workers: true needs num_worker_per_gpu >= 1'),
+    ({'persistent_workers': True, 'num_worker_per_gpu': 1, 'prefetch_mode': 'cpu'},
+     'persistent_workers with prefetch_mode cpu'),
+    ({'persistent_workers': True, 'phase': 'val'}, 'BasicSR loads this set without workers: remove it')])
+def test_persistent_workers_that_cannot_work_are_refused_by_name(tmp_path, extra, message):
+    make_pairs(tmp_path, 2, scale=2, size=40)
+    with pytest.raises(DataCheckError, match=re.escape(message)):
+        check_dataset(memory_set(tmp_path, **extra))
+
+
+def test_an_lmdb_folder_read_from_memory_is_named(tmp_path):
+    make_pairs(tmp_path, 2, scale=2, size=40)
+    (tmp_path / 'hr' / 'data.mdb').write_bytes(b'')
+    with pytest.raises(DataCheckError, match='is an LMDB: read it with io_backend type lmdb'):
+        check_dataset(memory_set(tmp_path))
+    with pytest.raises(ValueError, match="takes no other keys, got \\['db_paths'\\]"):
+        MemoryBackend(db_paths=['x'])
+
+
+def test_a_copy_that_would_change_the_dtype_is_not_kept():
+    """An all-black Radiance HDR decodes as float32; its PNG copy would decode as uint8 zeros."""
+    data = encoded(np.zeros((4, 5, 3), np.float32), '.hdr')
+    assert imfrombytes(data, 'unchanged').dtype == np.float32
+    assert uncompressed_copy(data) == data

@@ -244,10 +244,10 @@ def test_a_study_that_switches_to_reading_from_memory_keeps_its_runs(tmp_path):
     and a started run continues; any other change of the data set is still a new run."""
     from ibsd.study.runner import write_options
     from ibsd.study.spec import options_fingerprint
-    before = {r.name: options_fingerprint(load_study(study_file(tmp_path)), r)
-              for r in load_study(study_file(tmp_path)).runs}
-    faster = {'datasets:train:io_backend': {'type': 'memory'}, 'datasets:train:persistent_workers': True,
-              'datasets:train:num_worker_per_gpu': 0}
+    one_worker = {'datasets:train:num_worker_per_gpu': 1}
+    before = {r.name: options_fingerprint(load_study(study_file(tmp_path, set=one_worker)), r)
+              for r in load_study(study_file(tmp_path, set=one_worker)).runs}
+    faster = {**one_worker, 'datasets:train:io_backend': {'type': 'memory'}, 'datasets:train:persistent_workers': True}
     study = load_study(study_file(tmp_path, set=faster))
     assert {r.name: options_fingerprint(study, r) for r in study.runs} == before
     run = next(r for r in study.runs if r.variant == 'IBSD')
@@ -257,12 +257,27 @@ def test_a_study_that_switches_to_reading_from_memory_keeps_its_runs(tmp_path):
     (out / 'experiments' / run.name).mkdir(parents=True)
     path = out / 'options' / f'{run.name}.yml'
     path.parent.mkdir(parents=True)
-    slower = run_options(load_study(study_file(tmp_path)), run, tmp_path)
+    slower = run_options(load_study(study_file(tmp_path, set=one_worker)), run, tmp_path)
     path.write_text(yaml.safe_dump(slower, sort_keys=False))
     write_options(path, options, study, 'train', out)  # trains the same: taken over, not refused
     assert yaml.safe_load(path.read_text())['datasets']['train']['persistent_workers'] is True
-    other = load_study(study_file(tmp_path, set={'datasets:train:io_backend': {'type': 'lmdb'}}))
+    other = load_study(study_file(tmp_path, set={**one_worker, 'datasets:train:io_backend': {'type': 'lmdb'}}))
     assert options_fingerprint(other, run) != before[run.name]
+
+
+def test_stamps_written_before_the_memory_backend_still_count_and_other_data_sets_are_not_normalised(tmp_path):
+    import hashlib
+
+    from ibsd.study.spec import accepted_fingerprints, as_read_from_disk, relative_run_options
+    study = load_study(study_file(tmp_path, set={'datasets:train:persistent_workers': True,
+                                                 'datasets:train:num_worker_per_gpu': 1}))
+    run = study.runs[0]
+    options = relative_run_options(study, run)
+    options['model_type'] = 'SRModel' if options['model_type'] == 'TiledSRModel' else options['model_type']
+    earlier = hashlib.sha256(yaml.safe_dump(options, sort_keys=True).encode()).hexdigest()  # kept the key
+    assert earlier in accepted_fingerprints(study, run)
+    custom = {'type': 'MyDataset', 'io_backend': {'type': 'memory'}, 'persistent_workers': True}
+    assert as_read_from_disk(custom) == custom
 
 
 def test_a_plain_run_written_as_srmodel_by_an_earlier_version_continues(tmp_path):
