@@ -16,6 +16,7 @@ import time
 from os import path as osp
 from typing import Callable, Iterable
 
+from ibsd.data.memory_backend import BACKEND as MEMORY_BACKEND
 from ibsd.errors import IBSDError
 
 IMAGE_EXTENSIONS = frozenset({'.png', '.jpg', '.jpeg', '.jpe', '.bmp', '.dib', '.tif', '.tiff', '.webp', '.ppm',
@@ -133,8 +134,8 @@ def _check_paired(dataset_opt: dict, scale: int, where: str) -> tuple[int, list[
     if backend == 'lmdb':
         gt = {k: (f'{gt_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(gt_root).items()}
         lq = {k: (f'{lq_root}:{k}', functools.partial(tuple, v)) for k, v in read_meta_info(lq_root).items()}
-    elif backend in ('disk', 'memory'):  # memory: files read from disk once
-        if backend == 'memory':
+    elif backend in ('disk', MEMORY_BACKEND):  # memory: files read from disk once
+        if backend == MEMORY_BACKEND:
             for root in (gt_root, lq_root):
                 if osp.isfile(osp.join(root, 'data.mdb')):
                     raise DataCheckError(f'{where}: {root} is an LMDB: read it with io_backend type lmdb '
@@ -181,7 +182,7 @@ def check_loader_options(dataset_opt: dict, where: str) -> None:
 
 def memory_note(dataset_opt: dict, pixels: int) -> str:
     """The memory an ``io_backend: memory`` set will hold, and a warning when it nears the machine's."""
-    if (dataset_opt.get('io_backend') or {}).get('type') != 'memory' or not pixels:
+    if (dataset_opt.get('io_backend') or {}).get('type') != MEMORY_BACKEND or not pixels:
         return ''
     processes = max(1, int(dataset_opt.get('num_worker_per_gpu') or 0)) if dataset_opt.get('phase') == 'train' else 1
     need = 3 * pixels * processes  # 8-bit colour, whole set in each reading process (per GPU)
