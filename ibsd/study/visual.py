@@ -53,7 +53,8 @@ def labelled(image: np.ndarray, label: str) -> np.ndarray:
 
 def crop_strip(study: Study, out: Path, scores: dict, iteration_of: dict[str, int]) -> Path | None:
     """``crops.png`` on the test image whose PSNR differs most between the baseline and the compared
-    variant (first seed both have); None when the study has not evaluated both yet."""
+    variant (the first seed with both checkpoints on disk); None when the study has not evaluated both
+    yet or their checkpoints are gone."""
     variant = compared_variant(study)
     if variant is None:
         return None
@@ -67,7 +68,10 @@ def crop_strip(study: Study, out: Path, scores: dict, iteration_of: dict[str, in
     test_set, image, diff = best
     seeds = sorted({k.seed for k in scores if k.variant == variant} & {k.seed for k in scores
                                                                        if k.variant == study.baseline})
-    runs = {r.variant: r for r in study.runs if r.seed == seeds[0] and r.variant in (variant, study.baseline)}
+    chosen = _seed_with_checkpoints(study, out, seeds, (study.baseline, variant), iteration_of)
+    if chosen is None:
+        return None
+    seed, runs, weights_of = chosen
     spec = study.test_sets[test_set]
     lr_path, hr_path = find_image(_resolve(spec['dataroot_lq'], out), image), find_image(_resolve(
         spec['dataroot_gt'], out), image)
@@ -76,10 +80,9 @@ def crop_strip(study: Study, out: Path, scores: dict, iteration_of: dict[str, in
     lr, hr = cv2.imread(str(lr_path), cv2.IMREAD_COLOR), cv2.imread(str(hr_path), cv2.IMREAD_COLOR)
     outputs = {}
     for name, run in runs.items():
-        weights = out / 'experiments' / run.name / 'models' / f'net_g_{iteration_of[name]}.pth'
         options_path = out / 'options' / f'{run.name}.yml'
         key = evaluated_weights(study, yaml.safe_load(options_path.read_text()))
-        outputs[name] = upscale(options_path, weights, lr, key)
+        outputs[name] = upscale(options_path, weights_of[name], lr, key)
     scale = outputs[variant].shape[0] // lr.shape[0]
     size = min(study.crop_size, *outputs[variant].shape[:2])
     size -= size % scale
@@ -94,9 +97,28 @@ def crop_strip(study: Study, out: Path, scores: dict, iteration_of: dict[str, in
                                      label) for label, crop in crops.items()], axis=1)
     path = out / 'crops.png'
     cv2.imwrite(str(path), strip)
-    (out / 'crops.txt').write_text(f'{test_set}, image {image}, seed {seeds[0]}: {variant} - {study.baseline} = '
+    (out / 'crops.txt').write_text(f'{test_set}, image {image}, seed {seed}: {variant} - {study.baseline} = '
                                    f'{diff:+.3f} dB (image mean over seeds); window {size}x{size} at x={x}, y={y}\n')
     return path
+
+
+def _seed_with_checkpoints(study: Study, out: Path, seeds: list[int], variants: tuple[str, str],
+                           iteration_of: dict[str, int]) -> tuple[int, dict, dict[str, Path]] | None:
+    """The first seed whose runs of both ``variants`` still have their evaluated checkpoints, with those
+    runs and checkpoint paths. A study restored from its logs and evaluations alone (``experiments/``
+    removed) has none: the strip is skipped with a message and the rest of the report is written."""
+    missing = []
+    for seed in seeds:
+        runs = {r.variant: r for r in study.runs if r.seed == seed and r.variant in variants}
+        weights = {name: out / 'experiments' / run.name / 'models' / f'net_g_{iteration_of[name]}.pth'
+                   for name, run in runs.items()}
+        absent = [path for path in weights.values() if not path.is_file()]
+        if len(runs) == len(variants) and not absent:
+            return seed, runs, weights
+        missing.extend(absent)
+    if missing:
+        print(f'crops.png not written: no seed has both checkpoints (missing: {", ".join(map(str, missing))})')
+    return None
 
 
 def _resolve(path: str, out: Path) -> str:

@@ -164,6 +164,21 @@ def test_a_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
     assert again.returncode == 0 and 'started' not in again.stdout
     assert '0 to train, 0 evaluations' in again.stdout
 
+    # a study restored from its logs and evaluations: the crop strip moves to a seed that kept its
+    # checkpoints, and without any it is skipped with a message while the tables are still written
+    import shutil
+    shutil.rmtree(out / 'experiments' / 'tiny_L1_s0')
+    report = command + ['--report']
+    moved = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert moved.returncode == 0, moved.stdout[-3000:] + moved.stderr[-3000:]
+    assert ', seed 1: IBSD - L1' in (out / 'crops.txt').read_text()
+    shutil.rmtree(out / 'experiments')
+    (out / 'table.md').unlink()
+    bare = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert bare.returncode == 0, bare.stdout[-3000:] + bare.stderr[-3000:]
+    assert 'crops.png not written' in bare.stdout + bare.stderr and 'tiny_L1_s0' in bare.stdout + bare.stderr
+    assert '| IBSD | 4 | 0 1 |' in (out / 'table.md').read_text()
+
 
 @pytest.mark.parametrize('path', sorted((REPO / 'options' / 'study').glob('*.yml')),
                          ids=lambda p: p.stem)
