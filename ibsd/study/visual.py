@@ -8,6 +8,7 @@ import numpy as np
 import yaml
 
 from ibsd.study.results import per_image_differences
+from ibsd.study.runner import checkpoint
 from ibsd.study.spec import Study, evaluated_weights
 
 LABEL_HEIGHT = 22
@@ -110,8 +111,7 @@ def _seed_with_checkpoints(study: Study, out: Path, seeds: list[int], variants: 
     missing = []
     for seed in seeds:
         runs = {r.variant: r for r in study.runs if r.seed == seed and r.variant in variants}
-        weights = {name: out / 'experiments' / run.name / 'models' / f'net_g_{iteration_of[name]}.pth'
-                   for name, run in runs.items()}
+        weights = {name: checkpoint(out, run, iteration_of[name]) for name, run in runs.items()}
         absent = [path for path in weights.values() if not path.is_file()]
         if len(runs) == len(variants) and not absent:
             return seed, runs, weights

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -166,7 +167,6 @@ def test_a_tiny_study_trains_evaluates_reports_and_resumes(tmp_path):
 
     # a study restored from its logs and evaluations: the crop strip moves to a seed that kept its
     # checkpoints, and without any it is skipped with a message while the tables are still written
-    import shutil
     shutil.rmtree(out / 'experiments' / 'tiny_L1_s0')
     report = command + ['--report']
     moved = subprocess.run(report, cwd=tmp_path, capture_output=True, text=True, timeout=600)
