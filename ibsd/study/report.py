@@ -1,6 +1,7 @@
 """A study's report: ``table.md`` / ``table.csv`` (mean +- std over seeds, paired differences with the
-baseline) and PNG plots (validation curves, loss terms, the per-pair MI bound and estimator NLL, per-image
-differences, a crop strip where the baseline and a variant differ most)."""
+baseline), ``contrasts.csv`` (the study file's pairs of other variants) and PNG plots (validation curves,
+loss terms, the per-pair MI bound and estimator NLL, per-image differences, a crop strip where the
+baseline and a variant differ most)."""
 from __future__ import annotations
 
 import csv
@@ -70,12 +71,18 @@ def summary_rows(study: Study, scores: dict, iteration_of: dict[str, int]) -> li
     return rows
 
 
+def selected_scores(study: Study, scores: dict, selected: dict[str, int]) -> dict:
+    """The scores of the early-stopped students, keyed with iteration :data:`SELECTED`."""
+    run_of = {(r.variant, r.seed): r.name for r in study.runs}
+    return {Key(k.variant, k.seed, SELECTED, k.test_set): table for k, table in scores.items()
+            if selected.get(run_of.get((k.variant, k.seed))) == k.iteration}
+
+
 def selected_rows(study: Study, scores: dict, selected: dict[str, int]) -> list[dict]:
     """Rows of the early-stopped students: each run at its own selected iteration (``iteration``
     'selected', ``selected_iterations`` 'seed:iteration ...')."""
     run_of = {(r.variant, r.seed): r.name for r in study.runs}
-    chosen = {Key(k.variant, k.seed, SELECTED, k.test_set): table for k, table in scores.items()
-              if selected.get(run_of.get((k.variant, k.seed))) == k.iteration}
+    chosen = selected_scores(study, scores, selected)
     rows = summary_rows(study, chosen, {variant: SELECTED for variant in study.variants})
     for row in rows:
         row['iteration'] = 'selected'
@@ -84,14 +91,68 @@ def selected_rows(study: Study, scores: dict, selected: dict[str, int]) -> list[
     return rows
 
 
+def contrast_rows(study: Study, scores: dict, iteration_of: dict[str, int], selected: dict[str, int]) -> list[dict]:
+    """One row per test set, contrast ``(variant, reference)`` of the study file and student (the last
+    iteration, then the early-stopped ones): ``d_<metric>`` is ``variant - reference`` paired by seed."""
+    run_of = {(r.variant, r.seed): r.name for r in study.runs}
+    chosen = selected_scores(study, scores, selected)
+    rows = []
+    for test_set in study.test_sets:
+        for students, iterations, kind in ((scores, iteration_of, 'last'),
+                                           (chosen, {v: SELECTED for v in study.variants}, 'selected')):
+            for variant, reference in study.contrasts:
+                comparisons = {m: compare(students, study, variant, test_set, iterations, m, reference)
+                               for m in metrics_present(students)}
+                comparisons = {m: c for m, c in comparisons.items() if c is not None}
+                if 'psnr' not in comparisons:
+                    continue
+                seeds = list(comparisons['psnr'].per_seed)
+                row = {'test_set': test_set, 'variant': variant, 'reference': reference,
+                       'seeds': ' '.join(str(seed) for seed in seeds),
+                       **{f'd_{m}': c for m, c in comparisons.items()}}
+                if kind == 'last':
+                    row['iteration'] = f'{iteration_of[variant]}' if iteration_of[variant] == iteration_of[reference] \
+                        else f'{iteration_of[variant]}/{iteration_of[reference]}'
+                else:
+                    row['iteration'] = 'selected'
+                    row['selected_iterations'] = ' '.join(
+                        f'{seed}:{selected[run_of[(variant, seed)]]}/{selected[run_of[(reference, seed)]]}'
+                        for seed in seeds)
+                rows.append(row)
+    return rows
+
+
+def _comparison_cells(comparison: Comparison | None) -> list[str]:
+    """The ``d_<metric>_*`` columns of ``table.csv`` / ``contrasts.csv``."""
+    if comparison is None:
+        return [''] * 9
+    bounds = (*comparison.t_interval, *comparison.bootstrap)
+    return [' '.join(f'{s}:{d:+.6f}' for s, d in comparison.per_seed.items()), f'{comparison.mean:+.6f}',
+            f'{comparison.positive}/{len(comparison.per_seed)}', f'{comparison.images_better}/{comparison.images}',
+            *('' if math.isnan(b) else f'{b:+.6f}' for b in bounds), comparison.verdict]
+
+
+def _comparison_columns(metrics: list[str]) -> list[str]:
+    return [f'd_{metric}_{column}' for metric in metrics
+            for column in ('per_seed', 'mean', 'seeds_better', 'images_better', 't_low', 't_high', 'boot_low',
+                           'boot_high', 'verdict')]
+
+
+def write_contrasts_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
+    columns = ['test_set', 'variant', 'reference', 'iteration', 'seeds', 'selected_iterations']
+    with open(path, 'w', newline='') as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns + _comparison_columns(metrics))
+        for row in rows:
+            writer.writerow([row.get(c, '') for c in columns] +
+                            [cell for metric in metrics for cell in _comparison_cells(row.get(f'd_{metric}'))])
+
+
 def write_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
     columns = ['test_set', 'variant', 'iteration', 'seeds', 'images', 'selected_iterations']
     for metric in metrics:
         columns += [f'{metric}_mean', f'{metric}_std']
-    for metric in metrics:
-        columns += [f'd_{metric}_per_seed', f'd_{metric}_mean', f'd_{metric}_seeds_better', f'd_{metric}_images_better',
-                    f'd_{metric}_t_low', f'd_{metric}_t_high', f'd_{metric}_boot_low', f'd_{metric}_boot_high',
-                    f'd_{metric}_verdict']
+    columns += _comparison_columns(metrics)
     with open(path, 'w', newline='') as handle:
         writer = csv.writer(handle)
         writer.writerow(columns)
@@ -100,19 +161,12 @@ def write_csv(path: Path, rows: list[dict], metrics: list[str]) -> None:
             for metric in metrics:
                 values += [f"{row[f'{metric}_mean']:.6f}", f"{row[f'{metric}_std']:.6f}"]
             for metric in metrics:
-                comparison: Comparison | None = row.get(f'd_{metric}')
-                if comparison is None:
-                    values += [''] * 9
-                else:
-                    bounds = (*comparison.t_interval, *comparison.bootstrap)
-                    values += [' '.join(f'{s}:{d:+.6f}' for s, d in comparison.per_seed.items()),
-                               f'{comparison.mean:+.6f}', f'{comparison.positive}/{len(comparison.per_seed)}',
-                               f'{comparison.images_better}/{comparison.images}',
-                               *('' if math.isnan(b) else f'{b:+.6f}' for b in bounds), comparison.verdict]
+                values += _comparison_cells(row.get(f'd_{metric}'))
             writer.writerow(values)
 
 
-def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, iteration_of: dict[str, int]) -> str:
+def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, iteration_of: dict[str, int],
+             contrasts: list[dict] = ()) -> str:
     digits = {'psnr': 3, 'ssim': 4, 'lpips': 4}
     names = {'psnr': 'Y-PSNR (dB)', 'ssim': 'SSIM', 'lpips': 'LPIPS'}
     lines = [f'# Study {study.name}', '',
@@ -137,9 +191,7 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
                   '| 95% interval, bootstrap over images × seeds | verdict |',
                   '|---' * (10 + len(metrics)) + '|']
         for row in set_rows:
-            iteration = str(row['iteration']) if row['iteration'] != 'selected' else \
-                'best val: ' + ', '.join(item.split(':')[1] for item in row['selected_iterations'].split())
-            cells = [row['variant'], iteration, row['seeds']]
+            cells = [row['variant'], _iteration_cell(row), row['seeds']]
             cells += [_pm(row[f'{m}_mean'], row[f'{m}_std'], digits[m], len(row['seeds'].split())) for m in metrics]
             comparison = row.get('d_psnr')
             if comparison is None:
@@ -151,6 +203,7 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
                           _interval(comparison.bootstrap), comparison.verdict]
             lines.append('| ' + ' | '.join(cells) + ' |')
         lines.append('')
+        lines += contrast_table([r for r in contrasts if r['test_set'] == test_set])
         iterations = sorted({k.iteration for k in scores if k.test_set == test_set})
         if len(iterations) > 1:
             lines += [f'Y-PSNR by iteration (mean over seeds), {test_set}:', '',
@@ -165,6 +218,31 @@ def markdown(study: Study, rows: list[dict], metrics: list[str], scores: dict, i
                 lines.append(f'| {variant} | ' + ' | '.join(cells) + ' |')
             lines.append('')
     return '\n'.join(lines) + '\n'
+
+
+def _iteration_cell(row: dict) -> str:
+    if row['iteration'] != 'selected':
+        return str(row['iteration'])
+    return 'best val: ' + ', '.join(item.split(':')[1] for item in row['selected_iterations'].split())
+
+
+def contrast_table(rows: list[dict]) -> list[str]:
+    """Markdown lines of the contrasts of one test set (none without rows)."""
+    if not rows:
+        return []
+    lines = ['Between variants (the study file\'s `contrasts`): Δ PSNR = variant − reference paired by seed; '
+             'iterations "variant/reference" where they differ.', '',
+             '| variant − reference | iteration | seeds | Δ PSNR per seed | mean Δ PSNR | seeds better | images better '
+             '| 95% interval, t over seeds | 95% interval, bootstrap over images × seeds | verdict |',
+             '|---' * 10 + '|']
+    for row in rows:
+        comparison: Comparison = row['d_psnr']
+        lines.append('| ' + ' | '.join([
+            f"{row['variant']} − {row['reference']}", _iteration_cell(row), row['seeds'],
+            ', '.join(f'{d:+.3f}' for d in comparison.per_seed.values()), _signed(comparison.mean),
+            f'{comparison.positive}/{len(comparison.per_seed)}', f'{comparison.images_better}/{comparison.images}',
+            _interval(comparison.t_interval), _interval(comparison.bootstrap), comparison.verdict]) + ' |')
+    return lines + ['']
 
 
 def selection_note(study: Study) -> str:
@@ -235,12 +313,15 @@ def write_report(study: Study, out: Path, options: dict[str, dict], plots: bool 
     rows.sort(key=lambda r: list(study.test_sets).index(r['test_set']))  # stable: last, then selected, per set
     metrics = metrics_present(scores)
     write_csv(out / 'table.csv', rows, metrics)
+    contrasts = contrast_rows(study, scores, iteration_of, selected)
+    if study.contrasts:
+        write_contrasts_csv(out / 'contrasts.csv', contrasts, metrics)
     table = out / 'table.md'
     hidden = off_scale_variants(study, rows)
     note = (f'\nThe plots leave out {", ".join(hidden)}: more than {OFF_SCALE_DB:g} dB below {study.baseline} on a '
             'test set, off the scale of the others.\n') if hidden else ''
     logs = training_logs(study, out)
-    table.write_text(markdown(study, rows, metrics, scores, iteration_of) + note +
+    table.write_text(markdown(study, rows, metrics, scores, iteration_of, contrasts) + note +
                      convergence(study, out, logs, options))
     if plots:
         try:

@@ -82,16 +82,18 @@ class Comparison:
 
 
 def compare(scores: dict, study: Study, variant: str, test_set: str, iteration_of: dict[str, int],
-            metric: str = 'psnr') -> Comparison | None:
-    """Paired differences ``variant - baseline`` of ``metric`` per seed (lower-is-better metrics are negated,
-    so that positive always means the variant is better), and the share of images it improves."""
+            metric: str = 'psnr', reference: str | None = None) -> Comparison | None:
+    """Paired differences ``variant - reference`` (default: the baseline) of ``metric`` per seed
+    (lower-is-better metrics are negated, so that positive always means the variant is better), and the
+    share of images it improves."""
     sign = -1.0 if metric == 'lpips' else 1.0
+    reference = reference or study.baseline
     seeds = sorted({k.seed for k in scores if k.variant == variant} & {k.seed for k in scores
-                                                                       if k.variant == study.baseline})
+                                                                       if k.variant == reference})
     per_seed, image_diffs = {}, defaultdict(list)
     for seed in seeds:
         ours = scores.get(Key(variant, seed, iteration_of[variant], test_set))
-        theirs = scores.get(Key(study.baseline, seed, iteration_of[study.baseline], test_set))
+        theirs = scores.get(Key(reference, seed, iteration_of[reference], test_set))
         if ours is None or theirs is None:
             continue
         per_seed[seed] = sign * (image_mean(ours, metric) - image_mean(theirs, metric))

@@ -20,6 +20,7 @@ Example (``options/study/*.yml`` hold complete ones)::
     parallel: 2                                           # runs at once (threads split between them)
     eval_weights: auto                                    # or params / params_ema (auto: EMA when kept)
     early_stopping: psnr                                  # also evaluate each run's best-validated checkpoint
+    contrasts: [[MI, lambda_MI=1e-2]]                     # also report MI - lambda_MI=1e-2, paired by seed
 
 Relative data and weight paths (``dataroot_*``, ``meta_info_file``, ``pretrain_network_*``) are
 taken from the directory ``ibsd-study`` runs in, as ``ibsd-train`` would.
@@ -45,7 +46,7 @@ from ibsd.options.train_sections import IBSD_TRAIN_KEYS
 from ibsd.options.values import as_number, reject_unknown
 
 STUDY_KEYS = {'name', 'base', 'set', 'variants', 'baseline', 'seeds', 'eval_iters', 'test_sets', 'parallel',
-              'threads', 'prepare', 'crop_size', 'eval_weights', 'early_stopping'}
+              'threads', 'prepare', 'crop_size', 'eval_weights', 'early_stopping', 'contrasts'}
 EVAL_WEIGHTS = ('auto', 'params', 'params_ema')
 EARLY_STOPPING_METRICS = ('psnr', 'ssim')
 VARIANT_KEYS = {'plain', 'set', 'remove', 'seeds'}
@@ -94,6 +95,8 @@ class Study:
     crop_size: int
     eval_weights: str = 'auto'
     early_stopping: str | None = None
+    contrasts: list[tuple[str, str]] = field(default_factory=list)
+    """Pairs ``(variant, reference)`` of non-baseline comparisons the report adds, paired by seed."""
 
     @property
     def runs(self) -> list[Run]:
@@ -118,6 +121,31 @@ def _edits(value: Any, where: str) -> dict[str, Any]:
     if not isinstance(value, dict) or not all(isinstance(k, str) and k for k in value):
         raise OptionError(f"{where}: expected a mapping of colon paths to values (e.g. 'train:total_iter: 1000')")
     return dict(value)
+
+
+def _contrasts(value: Any, variants: dict[str, Variant], baseline: str, where: str) -> list[tuple[str, str]]:
+    """``contrasts: [[A, B], ...]``: pairs of two different variants other than the baseline, reported as
+    ``A - B`` paired by seed."""
+    if value is None:
+        return []
+    at = f'{where}: contrasts'
+    if not isinstance(value, list):
+        raise OptionError(f'{at}: expected a list of [variant, reference] pairs, got {value!r}')
+    pairs = []
+    for i, pair in enumerate(value):
+        if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+            raise OptionError(f'{at}[{i}]: expected a pair [variant, reference], got {pair!r}')
+        variant, reference = (str(name) for name in pair)
+        for name in (variant, reference):
+            if name not in variants:
+                raise OptionError(f"{at}[{i}]: '{name}' is not one of the variants {list(variants)}")
+        if variant == reference:
+            raise OptionError(f"{at}[{i}]: '{variant}' against itself")
+        if baseline in (variant, reference):
+            raise OptionError(f"{at}[{i}]: every variant is compared with the baseline '{baseline}' in the main "
+                              'table already; contrasts pair two other variants')
+        pairs.append((variant, reference))
+    return pairs
 
 
 def load_study(path: str | Path) -> Study:
@@ -185,6 +213,7 @@ def load_study(path: str | Path) -> Study:
         raise OptionError(f"{where}: early_stopping: the validation metric to select on, one of "
                           f"{EARLY_STOPPING_METRICS}, got {early_stopping!r}")
     return Study(
+        contrasts=_contrasts(raw.get('contrasts'), variants, baseline, where),
         name=SAFE_NAME.sub('_', str(raw['name'])), path=path.resolve(), base=base,
         edits=_edits(raw.get('set'), f'{where}: set'), variants=variants, baseline=baseline,
         seeds=_ints(raw.get('seeds', [0]), f'{where}: seeds'),

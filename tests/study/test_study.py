@@ -58,6 +58,11 @@ def test_variants_edit_the_base_and_the_plain_baseline_has_no_ibsd_key(tmp_path)
     ({'variants': {'L1': {'plain': True, 'set': {'train:mi_opt': {'type': 'IBCLUBLoss'}}}}},
      'run tiny_L1_s0 (variant L1): train:mi_opt: read only by IBSDModel, and model_type TiledSRModel ignores it'),
     ({'base': '.'}, 'base: . ('),
+    ({'contrasts': [['IBSD', 'L1']]}, "contrasts[0]: every variant is compared with the baseline 'L1'"),
+    ({'contrasts': [['IBSD', 'IBDS']]}, "contrasts[0]: 'IBDS' is not one of the variants ['L1', 'IBSD']"),
+    ({'contrasts': [['IBSD', 'IBSD']]}, "contrasts[0]: 'IBSD' against itself"),
+    ({'contrasts': ['IBSD']}, "contrasts[0]: expected a pair [variant, reference], got 'IBSD'"),
+    ({'contrasts': {'IBSD': 'L1'}}, 'contrasts: expected a list of [variant, reference] pairs'),
 ])
 def test_a_bad_study_file_is_an_error_naming_the_key(tmp_path, changes, message):
     assert_study_error(tmp_path, changes, message)
@@ -74,6 +79,47 @@ def test_paired_differences_per_seed_and_per_image(tmp_path):
     assert result.per_seed == pytest.approx({0: 0.2, 1: 0.2})
     assert result.mean == pytest.approx(0.2) and result.positive == 2
     assert (result.images_better, result.images) == (2, 2)  # a: +0.35, b: +0.05 over the two seeds
+
+
+def test_contrasts_pair_two_variants_by_seed_in_both_tables(tmp_path):
+    from scipy import stats
+
+    from ibsd.study.report import contrast_rows, markdown, summary_rows, write_contrasts_csv
+    from ibsd.study.selection import SELECTED
+    study = load_study(study_file(tmp_path, variants={'L1': {'plain': True}, 'IBSD': {}, 'MI': {}},
+                                  seeds=[0, 1, 2], contrasts=[['MI', 'IBSD']]))
+    ibsd = {0: (20.0, 30.0), 1: (21.0, 30.5), 2: (20.5, 29.0)}
+    mi = {0: (20.3, 30.1), 1: (21.1, 30.1), 2: (20.0, 29.6)}  # MI - IBSD per seed: +0.2, -0.15, +0.05
+    scores = {}
+    for seed in range(3):
+        scores[Key('L1', seed, 4, 'other')] = table({'a': 10.0, 'b': 10.0})
+        for name, values, iteration in (('IBSD', ibsd, 4), ('MI', mi, 4), ('IBSD', ibsd, 2), ('MI', mi, 2)):
+            shift = 0.0 if iteration == 4 else -1.0  # the earlier checkpoints score 1 dB lower
+            scores[Key(name, seed, iteration, 'other')] = table({'a': values[seed][0] + shift,
+                                                                 'b': values[seed][1] + shift})
+    selected = {'tiny_IBSD_s0': 4, 'tiny_IBSD_s1': 2, 'tiny_IBSD_s2': 4, 'tiny_MI_s0': 4, 'tiny_MI_s1': 4,
+                'tiny_MI_s2': 4, 'tiny_L1_s0': 4, 'tiny_L1_s1': 4, 'tiny_L1_s2': 4}
+    iterations = {'L1': 4, 'IBSD': 4, 'MI': 4}
+    rows = contrast_rows(study, scores, iterations, selected)
+    assert [(r['test_set'], r['variant'], r['reference'], r['iteration']) for r in rows] == [
+        ('other', 'MI', 'IBSD', '4'), ('other', 'MI', 'IBSD', 'selected')]
+    last, early = rows[0]['d_psnr'], rows[1]['d_psnr']
+    expected = [0.2, -0.15, 0.05]
+    assert list(last.per_seed.values()) == pytest.approx(expected)
+    assert last.positive == 2 and (last.images_better, last.images) == (1, 2)  # a: -0.033, b: +0.1
+    mean, sem = sum(expected) / 3, stats.sem(expected)
+    assert last.t_interval == pytest.approx(stats.t.interval(0.95, 2, loc=mean, scale=sem))
+    assert early.per_seed[1] == pytest.approx(-0.15 + 1.0)  # seed 1's reference was chosen at 2
+    assert rows[1]['selected_iterations'] == '0:4/4 1:4/2 2:4/4'
+    text = markdown(study, summary_rows(study, scores, iterations), ['psnr'], scores, iterations, rows)
+    assert '| MI − IBSD | 4 | 0 1 2 | +0.200, -0.150, +0.050 | +0.033 | 2/3 | 1/2 |' in text
+    assert '| MI − IBSD | best val: 4/4, 4/2, 4/4 | 0 1 2 |' in text
+    write_contrasts_csv(tmp_path / 'contrasts.csv', rows, ['psnr'])
+    with open(tmp_path / 'contrasts.csv', newline='') as handle:
+        written = list(csv.DictReader(handle))
+    assert float(written[0]['d_psnr_t_low']) == pytest.approx(last.t_interval[0], abs=1e-6)
+    assert written[1]['selected_iterations'] == '0:4/4 1:4/2 2:4/4' and written[0]['reference'] == 'IBSD'
+    assert SELECTED not in {r['iteration'] for r in written}
 
 
 def test_the_table_shows_a_spread_only_over_several_seeds(tmp_path):
