@@ -213,7 +213,6 @@ def load_study(path: str | Path) -> Study:
         raise OptionError(f"{where}: early_stopping: the validation metric to select on, one of "
                           f"{EARLY_STOPPING_METRICS}, got {early_stopping!r}")
     return Study(
-        contrasts=_contrasts(raw.get('contrasts'), variants, baseline, where),
         name=SAFE_NAME.sub('_', str(raw['name'])), path=path.resolve(), base=base,
         edits=_edits(raw.get('set'), f'{where}: set'), variants=variants, baseline=baseline,
         seeds=_ints(raw.get('seeds', [0]), f'{where}: seeds'),
@@ -223,7 +222,7 @@ def load_study(path: str | Path) -> Study:
         threads=None if threads is None else as_number(threads, f'{where}: threads', int),
         prepare=[[str(word) for word in command] for command in prepare],
         crop_size=as_number(raw.get('crop_size', 96), f'{where}: crop_size', int), eval_weights=eval_weights,
-        early_stopping=early_stopping)
+        early_stopping=early_stopping, contrasts=_contrasts(raw.get('contrasts'), variants, baseline, where))
 
 
 # --------------------------------------------------------------------------- editing options
